@@ -1,0 +1,175 @@
+"""The `vla-data` command line (click): ingest, verify, stats, inspect, sample-corpus."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from vla_data import __version__
+
+
+def _echo_json(obj: object) -> None:
+    click.echo(json.dumps(obj, indent=2, ensure_ascii=False, default=str))
+
+
+def _fail(message: str) -> None:
+    raise click.ClickException(message)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="vla-data")
+def main() -> None:
+    """Turn raw multimodal files into validated, fully accounted WebDataset shards."""
+
+
+@main.command()
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Dataset folder to write.")
+@click.option("--text-field", default="text", show_default=True)
+@click.option("--id-field", default="id", show_default=True)
+@click.option("--license-field", default="license", show_default=True)
+@click.option("--license", "default_license", default="unknown", show_default=True, help="License of records that name none.")
+@click.option("--audio-rate", default=16_000, show_default=True, help="Resample audio to this rate (Hz).")
+@click.option("--audio-channels", type=int, default=None, help="Mix audio to this many channels (default: keep, at most 2).")
+@click.option("--keep-gps", is_flag=True, help="Keep GPS EXIF in images (stripped by default as PII).")
+@click.option("--action-dims", default=None, help="Comma-separated names for plain .npy action columns.")
+@click.option("--max-shard-count", default=10_000, show_default=True)
+@click.option("--max-shard-mb", default=1024, show_default=True)
+@click.option("--tasks", default=8, show_default=True, help="Output partitions (fixed for reproducible shards).")
+@click.option("--workers", "-j", type=int, default=None, help="Processes (default: CPUs, at most 8).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def ingest(sources, out, text_field, id_field, license_field, default_license, audio_rate, audio_channels,
+           keep_gps, action_dims, max_shard_count, max_shard_mb, tasks, workers, as_json) -> None:
+    """Ingest SOURCES (files, folders, globs or fsspec URLs) into the dataset folder OUT.
+
+    Re-running the same command resumes: finished inputs are skipped, nothing is duplicated.
+    """
+    from pydantic import ValidationError
+
+    from vla_data.ingest import IngestConfig, SourceError
+    from vla_data.ingest import ingest as run_ingest
+
+    options = dict(
+        text_field=text_field, id_field=id_field, license_field=license_field, default_license=default_license,
+        audio_rate=audio_rate, audio_channels=audio_channels, strip_gps=not keep_gps,
+        action_dims=action_dims.split(",") if action_dims else None,
+        max_shard_count=max_shard_count, max_shard_bytes=max_shard_mb << 20, tasks=tasks,
+    )
+    if workers is not None:
+        options["workers"] = workers
+    try:
+        config = IngestConfig(**options)
+    except ValidationError as e:
+        err = e.errors()[0]
+        _fail(f"invalid option {err['loc'][0]}: {err['msg']}")
+    with click.progressbar(length=1, label="ingest", file=sys.stderr, show_pos=False) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.length = max(total, 1)
+            bar.update(done - bar.pos)
+
+        try:
+            report = run_ingest(list(sources), out, config, progress=progress)
+        except (SourceError, ValueError, FileNotFoundError) as e:
+            _fail(str(e))
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if as_json:
+        _echo_json(report.__dict__ | {"inputs": report.inputs})
+    else:
+        click.echo(
+            f"{report.files} files ({report.files_skipped} already done), {report.inputs} records: "
+            f"{report.kept} kept, {report.quarantined} quarantined, {report.bytes_in / 1e6:.1f} MB "
+            f"in {report.seconds:.1f}s -> {out}"
+        )
+
+
+@main.command()
+@click.argument("root", type=click.Path(exists=True, file_okay=False))
+@click.option("--json", "as_json", is_flag=True)
+def verify(root, as_json) -> None:
+    """Check ROOT's accounting: inputs = kept + filtered + quarantined, each kept key in one shard."""
+    from vla_data.verify import verify as run_verify
+
+    report = run_verify(root)
+    if as_json:
+        _echo_json(report.__dict__ | {"ok": report.ok})
+    else:
+        c = report.counts
+        click.echo(
+            f"{root}: {report.inputs} inputs = {c.get('kept', 0)} kept + {c.get('filtered', 0)} filtered + "
+            f"{c.get('quarantined', 0)} quarantined; {report.shards} shards"
+        )
+    if not report.ok:
+        for problem in report.problems[:20]:
+            click.echo(f"error: {problem}", err=True)
+        more = len(report.problems) - 20
+        if more > 0:
+            click.echo(f"error: ... and {more} more", err=True)
+        _fail(f"verify failed: {len(report.problems)} discrepancies, first: {report.problems[0]}")
+    if not as_json:
+        click.echo("ok")
+
+
+@main.command()
+@click.argument("root", type=click.Path(exists=True, file_okay=False))
+def stats(root) -> None:
+    """Counts, bytes and hours of audio by source, license and modality (JSON)."""
+    from vla_data.shards import ShardError
+    from vla_data.stats import dataset_stats
+
+    try:
+        _echo_json(dataset_stats(root))
+    except ShardError as e:
+        _fail(str(e))
+
+
+@main.command()
+@click.argument("shard", type=click.Path(exists=True, dir_okay=False))
+@click.option("--limit", "-n", default=20, show_default=True, help="Records to show (0 = all).")
+@click.option("--json", "as_json", is_flag=True, help="Full JSON metadata, one record per line.")
+def inspect(shard, limit, as_json) -> None:
+    """List the records of a SHARD (sample or quarantine shard) with their parts and metadata."""
+    from vla_data.quarantine import QuarantineRecord
+    from vla_data.shards import ShardError, iter_groups, sample_from_group
+
+    try:
+        for i, (key, members) in enumerate(iter_groups(shard)):
+            if limit and i >= limit:
+                click.echo(f"... (stopped at --limit {limit})")
+                break
+            meta = json.loads(members.get("json", b"{}"))
+            if "error" in meta:  # a quarantine record
+                record = QuarantineRecord.model_validate(meta)
+                line = f"{key}  QUARANTINED  {record.error}  ({record.bytes} bytes from {record.source})"
+                obj = record.model_dump(mode="json")
+            else:
+                sample = sample_from_group(shard, key, members)
+                parts = ", ".join(f"{n}:{p.bytes}B" for n, p in sample.parts.items())
+                line = f"{key}  {sample.modality.value}  [{parts}]  {sample.meta.model_dump(exclude={'modality'})}"
+                obj = sample.model_dump(mode="json")
+            click.echo(json.dumps(obj, ensure_ascii=False) if as_json else line)
+    except ShardError as e:
+        _fail(str(e))
+
+
+@main.command("sample-corpus")
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False))
+@click.option("--corrupt", is_flag=True, help="Add one bad file of every kind ingest must quarantine.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--scale", default=1, show_default=True, help="Multiply the number of good files.")
+def sample_corpus(out, corrupt, seed, scale) -> None:
+    """Generate the embedded offline sample corpus of raw files (deterministic for a seed)."""
+    from vla_data.corpus import generate_corpus
+
+    manifest = generate_corpus(Path(out), corrupt=corrupt, seed=seed, scale=scale)
+    click.echo(
+        f"{len(manifest.files)} files, {manifest.expected_records} records "
+        f"({manifest.expected_quarantined} to quarantine) -> {out}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,287 @@
+"""`ingest()`: read inputs in parallel tasks into shards, quarantine and ledger, resumably.
+
+Files are assigned to `config.tasks` tasks by a stable hash of their URL; each task owns its
+shards, ledger file and state file, so tasks run in parallel without locks, and a re-run
+resumes every task from its last commit (record-exact) and skips files it finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing as mp
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vla_data.dataset import DatasetLayout, FileProgress, TaskState, write_json_atomic
+from vla_data.ingest.base import Bad, FileContext
+from vla_data.ingest.config import IngestConfig
+from vla_data.ingest.sources import READERS, InputFile, discover
+from vla_data.ledger import LedgerEntry, LedgerWriter, Status, read_ledger
+from vla_data.quarantine import MAX_QUARANTINE_BYTES, QuarantineRecord, write_quarantine
+from vla_data.sample import Sample
+from vla_data.shards import ShardWriter
+
+
+@dataclass
+class TaskResult:
+    task: int
+    files: int = 0
+    files_skipped: int = 0
+    bytes_in: int = 0
+    status: Counter = field(default_factory=Counter)
+    by_kind: Counter = field(default_factory=Counter)
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class IngestReport:
+    """What one `ingest()` call did (this call only; the ledger holds the whole history)."""
+
+    out: str
+    files: int
+    files_skipped: int
+    bytes_in: int
+    seconds: float
+    kept: int
+    quarantined: int
+    by_kind: dict[str, int]
+    warnings: list[str]
+
+    @property
+    def inputs(self) -> int:
+        return self.kept + self.quarantined
+
+
+def task_of(url: str, tasks: int) -> int:
+    return int.from_bytes(hashlib.sha1(url.encode()).digest()[:8], "big") % tasks
+
+
+class _TaskWriter:
+    """One task's open shards, pending ledger lines and commit protocol."""
+
+    def __init__(self, layout: DatasetLayout, task: int, config: IngestConfig):
+        self.layout, self.config = layout, config
+        self.state: TaskState = layout.load_state(task, config.stage)
+        self.ledger = LedgerWriter(layout.ledger_file(task))
+        self._recover()
+        self.keys = {e.key for e in read_ledger(self.ledger.path)} if self.ledger.path.exists() else set()
+        limits = {"max_count": config.max_shard_count, "max_bytes": config.max_shard_bytes}
+        self.shards = ShardWriter(layout.shards, f"shard-t{task:03d}", start_index=len(self.state.shards), **limits)
+        self.quarantine = ShardWriter(
+            layout.quarantine, f"quarantine-t{task:03d}", start_index=len(self.state.quarantine), **limits
+        )
+        self.pending: list[LedgerEntry] = []
+
+    def _recover(self) -> None:
+        """Drop what a crashed run wrote after its last commit."""
+        self.ledger.truncate(self.state.ledger_bytes)
+        tag = f"-t{self.state.task:03d}-"
+        for folder, committed in ((self.layout.shards, self.state.shards), (self.layout.quarantine, self.state.quarantine)):
+            names = {s.name for s in committed}
+            for path in folder.iterdir():
+                if tag in path.name and path.name.lstrip(".").removesuffix(".tmp") not in names:
+                    path.unlink()
+
+    def unique_key(self, key: str) -> str:
+        candidate, n = key, 1
+        while candidate in self.keys:
+            n += 1
+            candidate = f"{key}-{n}"
+        return candidate
+
+    def keep(self, sample: Sample) -> Status:
+        if self.shards.is_full():
+            self.commit()
+        shard = self.shards.write_sample(sample)
+        self.keys.add(sample.key)
+        self.pending.append(
+            LedgerEntry(key=sample.key, id=sample.id, source=sample.source, stage=self.config.stage,
+                        status=Status.KEPT, shard=shard)
+        )
+        return Status.KEPT
+
+    def reject(self, ctx: FileContext, bad: Bad) -> Status:
+        if self.quarantine.is_full():
+            self.commit()
+        key = self.unique_key(ctx.key(bad.id))
+        source = ctx.locate(bad.locator)
+        record = QuarantineRecord(
+            key=key, id=bad.id, source=source, stage=self.config.stage, error=bad.error, bytes=len(bad.raw)
+        )
+        shard = write_quarantine(self.quarantine, record, bad.raw)
+        self.keys.add(key)
+        self.pending.append(
+            LedgerEntry(key=key, id=bad.id, source=source, stage=self.config.stage,
+                        status=Status.QUARANTINED, error=bad.error, shard=shard)
+        )
+        return Status.QUARANTINED
+
+    def commit(self) -> None:
+        for writer, committed in ((self.shards, self.state.shards), (self.quarantine, self.state.quarantine)):
+            if info := writer.finalise():
+                committed.append(info)
+        self.state.ledger_bytes = self.ledger.append(self.pending)
+        self.pending.clear()
+        self.layout.save_state(self.state)
+
+    def abort(self) -> None:
+        self.shards.abort()
+        self.quarantine.abort()
+
+
+def _read_file(writer: _TaskWriter, file: InputFile, result: TaskResult) -> None:
+    ctx = FileContext(file.url, writer.config)
+    progress = writer.state.files.get(file.url)
+    if progress is not None and progress.fingerprint != file.fingerprint:
+        result.warnings.append(f"{file.url}: changed since it was ingested here; not re-read (ingest it into a new folder)")
+        return
+    if progress is not None and progress.done:
+        result.files_skipped += 1
+        return
+    progress = writer.state.files.setdefault(file.url, FileProgress(fingerprint=file.fingerprint))
+    resume_at = progress.inputs
+    index = 0
+
+    def take(record) -> None:
+        nonlocal index
+        if index >= resume_at:
+            if not isinstance(record, Sample):
+                status = writer.reject(ctx, record)
+            elif record.key in writer.keys:
+                locator = record.source.rpartition("#")[2]
+                dup = Bad(record.id, locator, f"duplicate record id {record.id!r}", record.payloads.get("txt", b""))
+                status = writer.reject(ctx, dup)
+            else:
+                status = writer.keep(record)
+            progress.inputs += 1
+            result.status[status] += 1
+            result.by_kind[file.kind] += 1
+        index += 1
+
+    if file.suffix not in READERS:
+        with file.open() as fh:
+            raw = fh.read(MAX_QUARANTINE_BYTES + 1)
+        take(Bad(ctx.name, "", f"unknown file type {file.suffix or '(no extension)'!r}", raw))
+    else:
+        reader = READERS[file.suffix][1]
+        try:
+            with file.open() as fh:
+                for record in reader(ctx, fh):
+                    take(record)
+        except Exception as e:  # a reader or filesystem failure must not end the batch
+            take(Bad(f"after{index}", f"after{index}", f"unreadable after {index} records: {type(e).__name__}: {e}", b""))
+    progress.done = True
+    result.files += 1
+    result.bytes_in += file.size
+
+
+def run_task(task: int, files: list[InputFile], root: str, config: IngestConfig, counter=None) -> TaskResult:
+    """Ingest one task's files; commits at every shard rollover and at the end."""
+    layout = DatasetLayout(root)
+    writer = _TaskWriter(layout, task, config)
+    result = TaskResult(task)
+    try:
+        for file in files:
+            _read_file(writer, file, result)
+            if counter is not None:
+                with counter.get_lock():
+                    counter.value += file.size
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    return result
+
+
+def _check_run_config(layout: DatasetLayout, config: IngestConfig) -> None:
+    path = layout.root / "ingest_config.json"
+    fixed = config.model_dump(exclude={"workers"})
+    if path.exists():
+        import json
+
+        before = json.loads(path.read_text())
+        before.pop("workers", None)
+        if before != fixed:
+            changed = sorted(k for k in fixed if before.get(k) != fixed[k])
+            raise ValueError(f"{layout.root} was ingested with other settings ({', '.join(changed)}); use a new folder")
+    else:
+        write_json_atomic(path, fixed)
+
+
+def ingest(
+    sources: list[str],
+    out: str | Path,
+    config: IngestConfig | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> IngestReport:
+    """Ingest `sources` into dataset folder `out`; re-running resumes and duplicates nothing.
+
+    `progress(done_bytes, total_bytes)` is called as files finish.
+    """
+    config = config or IngestConfig()
+    start = time.perf_counter()
+    files = discover(sources)
+    layout = DatasetLayout(out).create()
+    _check_run_config(layout, config)
+    groups: dict[int, list[InputFile]] = {}
+    for f in files:
+        groups.setdefault(task_of(f.url, config.tasks), []).append(f)
+    total = sum(f.size for f in files)
+    results: list[TaskResult] = []
+    if config.workers == 1 or len(groups) <= 1:
+        done = 0
+        for task, group in sorted(groups.items()):
+            results.append(run_task(task, group, str(layout.root), config))
+            done += sum(f.size for f in group)
+            if progress:
+                progress(done, total)
+    else:
+        results = _run_parallel(groups, layout, config, total, progress)
+    status = sum((r.status for r in results), Counter())
+    return IngestReport(
+        out=str(layout.root),
+        files=sum(r.files for r in results),
+        files_skipped=sum(r.files_skipped for r in results),
+        bytes_in=sum(r.bytes_in for r in results),
+        seconds=time.perf_counter() - start,
+        kept=status[Status.KEPT],
+        quarantined=status[Status.QUARANTINED],
+        by_kind=dict(sum((r.by_kind for r in results), Counter())),
+        warnings=[w for r in results for w in r.warnings],
+    )
+
+
+def _run_parallel(groups, layout, config, total, progress) -> list[TaskResult]:
+    ctx = mp.get_context("spawn")
+    counter = ctx.Value("q", 0)
+    results = []
+    with ProcessPoolExecutor(
+        max_workers=min(config.workers, len(groups)), mp_context=ctx,
+        initializer=_init_worker, initargs=(counter,),
+    ) as pool:
+        pending = {
+            pool.submit(_run_task_in_worker, task, group, str(layout.root), config)
+            for task, group in sorted(groups.items())
+        }
+        while pending:
+            finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            results.extend(f.result() for f in finished)
+            if progress:
+                progress(counter.value, total)
+    return sorted(results, key=lambda r: r.task)
+
+
+_COUNTER = None
+
+
+def _init_worker(counter) -> None:
+    global _COUNTER
+    _COUNTER = counter
+
+
+def _run_task_in_worker(task, files, root, config) -> TaskResult:
+    return run_task(task, files, root, config, _COUNTER)
