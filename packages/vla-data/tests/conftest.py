@@ -10,7 +10,6 @@ import av
 import numpy as np
 import pytest
 from PIL import Image
-
 from vla_data.sample import Sample, TextMeta
 
 
@@ -20,7 +19,9 @@ def write_wav(path: Path, seconds: float = 1.0, rate: int = 22050, channels: int
     layout = "mono" if channels == 1 else "stereo"
     with av.open(str(path), "w") as c:
         s = c.add_stream("pcm_s16le", rate=rate, layout=layout)
-        frame = av.AudioFrame.from_ndarray(np.repeat(wave, channels)[None, :], format="s16", layout=layout)
+        frame = av.AudioFrame.from_ndarray(
+            np.repeat(wave, channels)[None, :], format="s16", layout=layout
+        )
         frame.sample_rate = rate
         for p in s.encode(frame):
             c.mux(p)
@@ -42,8 +43,11 @@ def jpeg_with_gps(path: Path) -> Path:
 
 def text_sample(i: int, text: str = "hello") -> Sample:
     return Sample.create(
-        id=f"doc.{i}", source=f"file:///x.jsonl#L{i}", license="cc-by-4.0",
-        meta=TextMeta(chars=len(text)), payloads={"txt": text.encode()},
+        id=f"doc.{i}",
+        source=f"file:///x.jsonl#L{i}",
+        license="cc-by-4.0",
+        meta=TextMeta(chars=len(text)),
+        payloads={"txt": text.encode()},
     )
 
 
@@ -52,7 +56,9 @@ def mixed_inputs(tmp_path: Path) -> Path:
     """A folder with a few good files of every kind and a few bad ones."""
     src = tmp_path / "src"
     src.mkdir()
-    lines = [json.dumps({"id": f"n{i}", "text": f"line {i} 文本", "license": "cc0"}) for i in range(12)]
+    lines = [
+        json.dumps({"id": f"n{i}", "text": f"line {i} 文本", "license": "cc0"}) for i in range(12)
+    ]
     (src / "docs.jsonl").write_text("\n".join(lines) + "\n")
     (src / "poem.txt").write_text("Roses are red.\n")
     (src / "broken.txt").write_bytes(b"ok \xff\xfe")

@@ -11,7 +11,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import ExifTags, Image
-
 from vla_data.ingest import IngestConfig, SourceError, discover, ingest
 from vla_data.ingest.image import replace_jpeg_exif
 from vla_data.ledger import Status, read_ledger
@@ -38,7 +37,9 @@ def test_mixed_folder_is_fully_accounted(mixed_inputs, tmp_path):
     v = verify(out)
     assert v.ok, v.problems
     assert v.counts == {"kept": 16, "filtered": 0, "quarantined": 2}
-    errors = sorted(r.error for p in (out / "quarantine").glob("*.tar") for r, _ in iter_quarantine(p))
+    errors = sorted(
+        r.error for p in (out / "quarantine").glob("*.tar") for r, _ in iter_quarantine(p)
+    )
     assert errors == ["invalid UTF-8 at byte 3", "unknown file type '.xyz'"]
 
 
@@ -121,10 +122,14 @@ def test_text_formats_and_fields(tmp_path):
     src.mkdir()
     with gzip.open(src / "web.jsonl.gz", "wt") as f:
         f.write(json.dumps({"doc": "a", "body": "compressed text", "lic": "mit"}) + "\n")
-    (src / "arr.json").write_text(json.dumps([{"doc": "b", "body": "from json"}, {"doc": "c", "body": 5}]))
+    (src / "arr.json").write_text(
+        json.dumps([{"doc": "b", "body": "from json"}, {"doc": "c", "body": 5}])
+    )
     pq.write_table(pa.table({"doc": ["d", "e"], "body": ["parquet one", None]}), src / "t.parquet")
     out = tmp_path / "ds"
-    cfg = IngestConfig(workers=1, text_field="body", id_field="doc", license_field="lic", default_license="cc0")
+    cfg = IngestConfig(
+        workers=1, text_field="body", id_field="doc", license_field="lic", default_license="cc0"
+    )
     report = ingest([str(src)], out, cfg)
     assert (report.kept, report.quarantined) == (3, 2)
     by_id = {s.id: s for s in samples_of(out).values()}
@@ -137,7 +142,9 @@ def test_text_formats_and_fields(tmp_path):
 def test_truncated_gzip_quarantines_the_rest_and_goes_on(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
-    blob = gzip.compress(("\n".join(json.dumps({"text": f"row {i} " * 50}) for i in range(200))).encode())
+    blob = gzip.compress(
+        ("\n".join(json.dumps({"text": f"row {i} " * 50}) for i in range(200))).encode()
+    )
     (src / "cut.jsonl.gz").write_bytes(blob[: len(blob) // 2])
     (src / "fine.txt").write_text("still ingested")
     report = run(src, tmp_path / "ds")
@@ -229,7 +236,10 @@ def test_actions_with_names_and_time(tmp_path):
     can = by_dims[("steering", "throttle", "brake", "speed")]
     assert can.meta.steps == 20 and abs(can.meta.rate_hz - 10.0) < 1e-6
     assert np.load(io.BytesIO(can.payloads["time.npy"])).shape == (20,)
-    assert np.load(io.BytesIO(by_dims[("steering", "speed")].payloads["actions.npy"])).shape == (5, 2)
+    assert np.load(io.BytesIO(by_dims[("steering", "speed")].payloads["actions.npy"])).shape == (
+        5,
+        2,
+    )
 
 
 def test_discover_expands_globs_and_refuses_missing(tmp_path, mixed_inputs):
@@ -239,4 +249,7 @@ def test_discover_expands_globs_and_refuses_missing(tmp_path, mixed_inputs):
         discover([str(tmp_path / "nope")])
     with pytest.raises(SourceError, match="matches no files"):
         discover([str(mixed_inputs / "*.flac")])
-    assert {f.url.rsplit("/", 1)[1] for f in discover([f"file://{mixed_inputs}"])} >= {"docs.jsonl", "tone.wav"}
+    assert {f.url.rsplit("/", 1)[1] for f in discover([f"file://{mixed_inputs}"])} >= {
+        "docs.jsonl",
+        "tone.wav",
+    }

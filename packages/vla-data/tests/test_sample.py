@@ -1,6 +1,5 @@
 import pytest
 from pydantic import ValidationError
-
 from vla_data.sample import AudioMeta, Sample, TextMeta, sanitize_key
 
 from .conftest import text_sample
@@ -36,8 +35,19 @@ def test_json_round_trip_checks_payload_hash():
     [
         ({"key": "has.dot"}, "not WebDataset-safe"),
         ({"license": ""}, "at least 1 character"),
-        ({"meta": {"modality": "audio", "sample_rate": 0, "channels": 1, "duration_s": 1,
-                   "source_sample_rate": 1, "source_codec": "x"}}, "greater than 0"),
+        (
+            {
+                "meta": {
+                    "modality": "audio",
+                    "sample_rate": 0,
+                    "channels": 1,
+                    "duration_s": 1,
+                    "source_sample_rate": 1,
+                    "source_codec": "x",
+                }
+            },
+            "greater than 0",
+        ),
         ({"modality": "image"}, "disagrees"),
         ({"surprise": 1}, "Extra inputs"),
     ],
@@ -50,8 +60,17 @@ def test_invalid_records_are_refused_on_read(change, message):
 
 def test_meta_is_typed_by_modality():
     s = Sample.create(
-        id="a", source="s", license="l", payloads={"flac": b"x"},
-        meta=AudioMeta(sample_rate=16000, channels=1, duration_s=1.5, source_sample_rate=44100, source_codec="mp3"),
+        id="a",
+        source="s",
+        license="l",
+        payloads={"flac": b"x"},
+        meta=AudioMeta(
+            sample_rate=16000,
+            channels=1,
+            duration_s=1.5,
+            source_sample_rate=44100,
+            source_codec="mp3",
+        ),
     )
     assert s.modality == "audio" and isinstance(s.meta, AudioMeta)
     with pytest.raises(ValueError, match="no payload"):

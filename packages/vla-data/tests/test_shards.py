@@ -3,7 +3,6 @@ import tarfile
 
 import pytest
 import webdataset as wds
-
 from vla_data.sample import Sample, TextMeta
 from vla_data.shards import ShardError, ShardWriter, file_sha256, iter_groups, iter_samples
 
@@ -81,10 +80,15 @@ def test_reader_names_file_and_record_on_bad_input(tmp_path):
 def test_reader_refuses_non_consecutive_keys_and_corrupt_tars(tmp_path):
     a, b = text_sample(0), text_sample(1)
     mixed = tmp_path / "mixed.tar"
-    mixed.write_bytes(_tar([
-        (f"{a.key}.json", a.to_json_bytes()), (f"{b.key}.json", b.to_json_bytes()),
-        (f"{a.key}.txt", b"hello"),
-    ]))
+    mixed.write_bytes(
+        _tar(
+            [
+                (f"{a.key}.json", a.to_json_bytes()),
+                (f"{b.key}.json", b.to_json_bytes()),
+                (f"{a.key}.txt", b"hello"),
+            ]
+        )
+    )
     with pytest.raises(ShardError, match="appears twice"):
         list(iter_groups(mixed))
     corrupt = tmp_path / "corrupt.tar"
@@ -104,4 +108,34 @@ def test_duplicate_key_in_one_shard_is_refused(tmp_path):
     with ShardWriter(tmp_path, "s") as w:
         w.write_sample(text_sample(0))
         with pytest.raises(ValueError, match="twice"):
-            w.write_sample(Sample.create(id="doc.0", source="s", license="l", meta=TextMeta(chars=1), payloads={"txt": b"a"}))
+            w.write_sample(
+                Sample.create(
+                    id="doc.0",
+                    source="s",
+                    license="l",
+                    meta=TextMeta(chars=1),
+                    payloads={"txt": b"a"},
+                )
+            )
+
+
+def test_long_keys_and_big_members_read_with_stock_tools(tmp_path):
+    long_id = "x" * 180
+    s = Sample.create(
+        id=long_id,
+        source="s",
+        license="l",
+        meta=TextMeta(chars=3000),
+        payloads={"txt": b"y" * 3000},
+    )
+    assert len(s.key) > 100
+    with ShardWriter(tmp_path, "s") as w:
+        w.write_sample(s)
+        w.write_sample(text_sample(1))
+    path = tmp_path / "s-000000.tar"
+    assert path.stat().st_size % tarfile.RECORDSIZE == 0
+    with tarfile.open(path) as tar:
+        assert tar.getnames()[:2] == [f"{s.key}.json", f"{s.key}.txt"]
+    records = list(wds.WebDataset(str(path), shardshuffle=False))
+    assert records[0]["__key__"] == s.key and records[0]["txt"] == b"y" * 3000
+    assert [x.key for x in iter_samples(path)] == [s.key, text_sample(1).key]

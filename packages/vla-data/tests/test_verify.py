@@ -2,7 +2,6 @@ import json
 import shutil
 
 from click.testing import CliRunner
-
 from vla_data.cli import main
 from vla_data.ingest import IngestConfig, ingest
 from vla_data.verify import verify
@@ -68,7 +67,7 @@ def test_cli_ingest_stats_inspect(mixed_inputs, tmp_path):
     out = tmp_path / "ds"
     res = runner.invoke(main, ["ingest", str(mixed_inputs), "--out", str(out), "-j", "1", "--json"])
     assert res.exit_code == 0, res.output
-    report = json.loads(res.output[res.output.index("{"):])
+    report = json.loads(res.output[res.output.index("{") :])
     assert report["kept"] == 16 and report["quarantined"] == 2
     stats = json.loads(runner.invoke(main, ["stats", str(out)]).output)
     assert stats["samples"] == 16 and stats["by_modality"]["text"]["samples"] == 13
@@ -85,7 +84,9 @@ def test_cli_bad_input_exits_with_one_line_cause(tmp_path):
     runner = CliRunner()
     res = runner.invoke(main, ["ingest", str(tmp_path / "missing"), "--out", str(tmp_path / "o")])
     assert res.exit_code == 1 and "does not exist" in res.output
-    res = runner.invoke(main, ["ingest", str(tmp_path), "--out", str(tmp_path / "o"), "--audio-rate", "5"])
+    res = runner.invoke(
+        main, ["ingest", str(tmp_path), "--out", str(tmp_path / "o"), "--audio-rate", "5"]
+    )
     assert res.exit_code == 1 and "audio_rate" in res.output
     notatar = tmp_path / "x.tar"
     notatar.write_bytes(b"not a tar at all" * 100)

@@ -27,22 +27,63 @@ def main() -> None:
 
 @main.command()
 @click.argument("sources", nargs=-1, required=True)
-@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Dataset folder to write.")
+@click.option(
+    "--out", "-o", required=True, type=click.Path(file_okay=False), help="Dataset folder to write."
+)
 @click.option("--text-field", default="text", show_default=True)
 @click.option("--id-field", default="id", show_default=True)
 @click.option("--license-field", default="license", show_default=True)
-@click.option("--license", "default_license", default="unknown", show_default=True, help="License of records that name none.")
-@click.option("--audio-rate", default=16_000, show_default=True, help="Resample audio to this rate (Hz).")
-@click.option("--audio-channels", type=int, default=None, help="Mix audio to this many channels (default: keep, at most 2).")
-@click.option("--keep-gps", is_flag=True, help="Keep GPS EXIF in images (stripped by default as PII).")
-@click.option("--action-dims", default=None, help="Comma-separated names for plain .npy action columns.")
+@click.option(
+    "--license",
+    "default_license",
+    default="unknown",
+    show_default=True,
+    help="License of records that name none.",
+)
+@click.option(
+    "--audio-rate", default=16_000, show_default=True, help="Resample audio to this rate (Hz)."
+)
+@click.option(
+    "--audio-channels",
+    type=int,
+    default=None,
+    help="Mix audio to this many channels (default: keep, at most 2).",
+)
+@click.option(
+    "--keep-gps", is_flag=True, help="Keep GPS EXIF in images (stripped by default as PII)."
+)
+@click.option(
+    "--action-dims", default=None, help="Comma-separated names for plain .npy action columns."
+)
 @click.option("--max-shard-count", default=10_000, show_default=True)
 @click.option("--max-shard-mb", default=1024, show_default=True)
-@click.option("--tasks", default=8, show_default=True, help="Output partitions (fixed for reproducible shards).")
-@click.option("--workers", "-j", type=int, default=None, help="Processes (default: CPUs, at most 8).")
+@click.option(
+    "--tasks",
+    default=8,
+    show_default=True,
+    help="Output partitions (fixed for reproducible shards).",
+)
+@click.option(
+    "--workers", "-j", type=int, default=None, help="Processes (default: CPUs, at most 8)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def ingest(sources, out, text_field, id_field, license_field, default_license, audio_rate, audio_channels,
-           keep_gps, action_dims, max_shard_count, max_shard_mb, tasks, workers, as_json) -> None:
+def ingest(
+    sources,
+    out,
+    text_field,
+    id_field,
+    license_field,
+    default_license,
+    audio_rate,
+    audio_channels,
+    keep_gps,
+    action_dims,
+    max_shard_count,
+    max_shard_mb,
+    tasks,
+    workers,
+    as_json,
+) -> None:
     """Ingest SOURCES (files, folders, globs or fsspec URLs) into the dataset folder OUT.
 
     Re-running the same command resumes: finished inputs are skipped, nothing is duplicated.
@@ -53,10 +94,17 @@ def ingest(sources, out, text_field, id_field, license_field, default_license, a
     from vla_data.ingest import ingest as run_ingest
 
     options = dict(
-        text_field=text_field, id_field=id_field, license_field=license_field, default_license=default_license,
-        audio_rate=audio_rate, audio_channels=audio_channels, strip_gps=not keep_gps,
+        text_field=text_field,
+        id_field=id_field,
+        license_field=license_field,
+        default_license=default_license,
+        audio_rate=audio_rate,
+        audio_channels=audio_channels,
+        strip_gps=not keep_gps,
         action_dims=action_dims.split(",") if action_dims else None,
-        max_shard_count=max_shard_count, max_shard_bytes=max_shard_mb << 20, tasks=tasks,
+        max_shard_count=max_shard_count,
+        max_shard_bytes=max_shard_mb << 20,
+        tasks=tasks,
     )
     if workers is not None:
         options["workers"] = workers
@@ -66,6 +114,7 @@ def ingest(sources, out, text_field, id_field, license_field, default_license, a
         err = e.errors()[0]
         _fail(f"invalid option {err['loc'][0]}: {err['msg']}")
     with click.progressbar(length=1, label="ingest", file=sys.stderr, show_pos=False) as bar:
+
         def progress(done: int, total: int) -> None:
             bar.length = max(total, 1)
             bar.update(done - bar.pos)
@@ -157,14 +206,19 @@ def inspect(shard, limit, as_json) -> None:
 
 @main.command("sample-corpus")
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False))
-@click.option("--corrupt", is_flag=True, help="Add one bad file of every kind ingest must quarantine.")
+@click.option(
+    "--corrupt", is_flag=True, help="Add one bad file of every kind ingest must quarantine."
+)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--scale", default=1, show_default=True, help="Multiply the number of good files.")
 def sample_corpus(out, corrupt, seed, scale) -> None:
     """Generate the embedded offline sample corpus of raw files (deterministic for a seed)."""
     from vla_data.corpus import generate_corpus
 
-    manifest = generate_corpus(Path(out), corrupt=corrupt, seed=seed, scale=scale)
+    try:
+        manifest = generate_corpus(Path(out), corrupt=corrupt, seed=seed, scale=scale)
+    except (FileExistsError, ValueError) as e:
+        _fail(str(e))
     click.echo(
         f"{len(manifest.files)} files, {manifest.expected_records} records "
         f"({manifest.expected_quarantined} to quarantine) -> {out}"

@@ -79,7 +79,10 @@ class DatasetLayout:
     def states(self) -> list[TaskState]:
         if not self.state.is_dir():
             return []
-        return [TaskState.model_validate_json(p.read_bytes()) for p in sorted(self.state.glob("t*.json"))]
+        return [
+            TaskState.model_validate_json(p.read_bytes())
+            for p in sorted(self.state.glob("t*.json"))
+        ]
 
     def shard_paths(self) -> list[Path]:
         return sorted(self.shards.glob("*.tar"))
@@ -101,4 +104,6 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
 
 
 def write_json_atomic(path: str | os.PathLike, obj: object) -> None:
-    write_atomic(path, (json.dumps(obj, indent=1, ensure_ascii=False, sort_keys=True) + "\n").encode())
+    write_atomic(
+        path, (json.dumps(obj, indent=1, ensure_ascii=False, sort_keys=True) + "\n").encode()
+    )

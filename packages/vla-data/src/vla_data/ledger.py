@@ -93,4 +93,6 @@ def read_ledger(path: str | os.PathLike) -> Iterator[LedgerEntry]:
                 try:
                     yield LedgerEntry.model_validate_json(line)
                 except ValidationError as e:
-                    raise LedgerError(f"{file}:{lineno}: invalid ledger entry: {e.errors()[0]['msg']}") from None
+                    raise LedgerError(
+                        f"{file}:{lineno}: invalid ledger entry: {e.errors()[0]['msg']}"
+                    ) from None

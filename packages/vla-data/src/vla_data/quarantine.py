@@ -37,7 +37,9 @@ def write_quarantine(writer: ShardWriter, record: QuarantineRecord, payload: byt
     if len(payload) > MAX_QUARANTINE_BYTES:
         payload = payload[:MAX_QUARANTINE_BYTES]
         record = record.model_copy(update={"truncated": True})
-    return writer.write_group(record.key, {"json": record.model_dump_json().encode(), "bin": payload})
+    return writer.write_group(
+        record.key, {"json": record.model_dump_json().encode(), "bin": payload}
+    )
 
 
 def iter_quarantine(path: str | Path) -> Iterator[tuple[QuarantineRecord, bytes]]:

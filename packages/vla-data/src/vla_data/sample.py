@@ -128,7 +128,9 @@ class Sample(BaseModel):
             data = dict(data)
             top = data.pop("modality")
             meta = data.get("meta")
-            inner = meta.get("modality") if isinstance(meta, dict) else getattr(meta, "modality", None)
+            inner = (
+                meta.get("modality") if isinstance(meta, dict) else getattr(meta, "modality", None)
+            )
             if inner is not None and top != inner:
                 raise ValueError(f"modality {top!r} disagrees with meta.modality {inner!r}")
         return data
@@ -148,7 +150,9 @@ class Sample(BaseModel):
     def _check_part_names(cls, parts: dict[str, Part]) -> dict[str, Part]:
         for name in parts:
             if not PART_PATTERN.match(name) or name == "json":
-                raise ValueError(f"part name {name!r} is invalid (lowercase [a-z0-9_.], not 'json')")
+                raise ValueError(
+                    f"part name {name!r} is invalid (lowercase [a-z0-9_.], not 'json')"
+                )
         return parts
 
     @property

@@ -7,7 +7,6 @@ and shards it writes with a `json` member in `Sample` form read here.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import os
@@ -74,8 +73,8 @@ class _OpenShard:
     tmp_path: Path
     file: IO[bytes]
     hasher: _HashingFile
-    tar: tarfile.TarFile
     count: int = 0
+    tar_offset: int = 0
     keys: set[str] = field(default_factory=set)
 
 
@@ -113,13 +112,15 @@ class ShardWriter:
     def is_full(self) -> bool:
         """True when the open shard reached a limit; the next write starts a new shard."""
         o = self._open
-        return o is not None and (o.count >= self.max_count or o.tar.offset >= self.max_bytes)
+        return o is not None and (o.count >= self.max_count or o.tar_offset >= self.max_bytes)
 
     def write_sample(self, sample: Sample) -> str:
         """Write a sample (its JSON plus every payload); returns the shard name it went to."""
         payloads = sample.payloads
         if set(payloads) != set(sample.parts):
-            raise ValueError(f"sample {sample.key!r} has payloads {sorted(payloads)} but parts {sorted(sample.parts)}")
+            raise ValueError(
+                f"sample {sample.key!r} has payloads {sorted(payloads)} but parts {sorted(sample.parts)}"
+            )
         return self.write_group(sample.key, {"json": sample.to_json_bytes(), **payloads})
 
     def write_group(self, key: str, members: dict[str, bytes]) -> str:
@@ -133,10 +134,7 @@ class ShardWriter:
             raise ValueError(f"key {key!r} written twice to shard {shard.name}")
         for part in sorted(members):
             data = members[part]
-            info = tarfile.TarInfo(f"{key}.{part}")
-            info.size, info.mtime, info.mode = len(data), 0, 0o644
-            info.uname = info.gname = "vla"
-            shard.tar.addfile(info, io.BytesIO(data))
+            shard.tar_offset += _write_member(shard.hasher, f"{key}.{part}", data)
         shard.keys.add(key)
         shard.count += 1
         return shard.name
@@ -146,9 +144,7 @@ class ShardWriter:
         self.next_index += 1
         tmp = self.directory / f".{name}.tmp"
         f = open(tmp, "wb")  # noqa: SIM115 - closed in finalise()
-        hasher = _HashingFile(f)
-        tar = tarfile.open(fileobj=hasher, mode="w|", format=tarfile.PAX_FORMAT)  # type: ignore[arg-type]
-        self._open = _OpenShard(name, tmp, f, hasher, tar)
+        self._open = _OpenShard(name, tmp, f, _HashingFile(f))
         return self._open
 
     def finalise(self) -> ShardInfo | None:
@@ -156,12 +152,14 @@ class ShardWriter:
         o, self._open = self._open, None
         if o is None:
             return None
-        o.tar.close()
+        _write_end(o.hasher, o.tar_offset)
         o.file.flush()
         os.fsync(o.file.fileno())
         o.file.close()
         os.replace(o.tmp_path, self.directory / o.name)
-        info = ShardInfo(name=o.name, count=o.count, bytes=o.hasher.size, sha256=o.hasher.sha.hexdigest())
+        info = ShardInfo(
+            name=o.name, count=o.count, bytes=o.hasher.size, sha256=o.hasher.sha.hexdigest()
+        )
         self.finalised.append(info)
         if self.on_finalise:
             self.on_finalise(info)
@@ -171,8 +169,6 @@ class ShardWriter:
         """Drop the open shard without publishing it."""
         o, self._open = self._open, None
         if o is not None:
-            with contextlib.suppress(Exception):
-                o.tar.close()
             o.file.close()
             o.tmp_path.unlink(missing_ok=True)
 
@@ -188,6 +184,45 @@ class ShardWriter:
             self.close()
         else:
             self.abort()
+
+
+def _ustar_header(name: bytes, size: int) -> bytes:
+    """A POSIX ustar header for a regular file (mode 644, mtime 0, owner vla)."""
+    h = bytearray(_TAR_BLOCK)
+    h[0 : len(name)] = name
+    h[100:108] = b"0000644\x00"
+    h[108:116] = h[116:124] = b"0000000\x00"
+    h[124:136] = b"%011o\x00" % size
+    h[136:148] = b"00000000000\x00"
+    h[148:156] = b" " * 8
+    h[156:157] = b"0"
+    h[257:265] = b"ustar\x0000"
+    h[265:268] = h[297:300] = b"vla"
+    h[148:156] = b"%06o\x00 " % sum(h)
+    return bytes(h)
+
+
+def _write_member(out: _HashingFile, name: str, data: bytes) -> int:
+    """Append one tar member; returns the bytes written. Long names use GNU long-name records."""
+    raw = name.encode()
+    if len(raw) < 100 and len(data) < 8 << 30:
+        header = _ustar_header(raw, len(data))
+    else:
+        info = tarfile.TarInfo(name)
+        info.size, info.mtime, info.mode, info.uname, info.gname = len(data), 0, 0o644, "vla", "vla"
+        header = info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape")
+    pad = -len(data) % _TAR_BLOCK
+    out.write(header)
+    out.write(data)
+    if pad:
+        out.write(b"\x00" * pad)
+    return len(header) + len(data) + pad
+
+
+def _write_end(out: _HashingFile, offset: int) -> None:
+    """Two zero blocks, then zero padding to a whole 10 KiB tar record (as tar(1) writes)."""
+    end = offset + 2 * _TAR_BLOCK
+    out.write(b"\x00" * (2 * _TAR_BLOCK + (-end % tarfile.RECORDSIZE)))
 
 
 def _open_stream(path: str | os.PathLike) -> IO[bytes]:
@@ -207,7 +242,7 @@ def iter_groups(path: str | os.PathLike) -> Iterator[tuple[str, dict[str, bytes]
     members: dict[str, bytes] = {}
     with _open_stream(path) as raw:
         try:
-            tar = tarfile.open(fileobj=raw, mode="r|*")
+            tar = tarfile.open(fileobj=raw, mode="r|*")  # noqa: SIM115 - a stream over raw
             for info in tar:
                 if not info.isfile():
                     raise ShardError(path, None, f"member {info.name!r} is not a regular file")
@@ -219,7 +254,11 @@ def iter_groups(path: str | os.PathLike) -> Iterator[tuple[str, dict[str, bytes]
                     if key is not None:
                         yield key, members
                     if mkey in seen:
-                        raise ShardError(path, mkey, "key appears twice in the shard (members not consecutive or doubled)")
+                        raise ShardError(
+                            path,
+                            mkey,
+                            "key appears twice in the shard (members not consecutive or doubled)",
+                        )
                     seen.add(mkey)
                     key, members = mkey, {}
                 if part in members:
@@ -242,7 +281,9 @@ def sample_from_group(path: str | os.PathLike, key: str, members: dict[str, byte
     except ValidationError as e:
         first = e.errors()[0]
         loc = ".".join(str(x) for x in first["loc"])
-        raise ShardError(path, key, f"invalid sample JSON at {loc or '<root>'}: {first['msg']}") from None
+        raise ShardError(
+            path, key, f"invalid sample JSON at {loc or '<root>'}: {first['msg']}"
+        ) from None
     if sample.key != key:
         raise ShardError(path, key, f"JSON key {sample.key!r} differs from member key")
     try:

@@ -62,12 +62,18 @@ def verify(root: str | Path) -> VerifyReport:
                 committed[info.name] = info
                 path = folder / info.name
                 if not path.exists():
-                    report.problems.append(f"shard {info.name} (task {state.task}) is missing from {folder}")
+                    report.problems.append(
+                        f"shard {info.name} (task {state.task}) is missing from {folder}"
+                    )
                 elif file_sha256(path) != info.sha256:
-                    report.problems.append(f"shard {info.name} fails its SHA-256 check (modified after commit)")
+                    report.problems.append(
+                        f"shard {info.name} fails its SHA-256 check (modified after commit)"
+                    )
     for path in layout.shard_paths() + layout.quarantine_paths():
         if path.name not in committed:
-            report.problems.append(f"shard {path.name} in {path.parent} was not committed by any task")
+            report.problems.append(
+                f"shard {path.name} in {path.parent} was not committed by any task"
+            )
 
     try:
         entries = list(read_ledger(layout.ledger))
@@ -92,7 +98,9 @@ def verify(root: str | Path) -> VerifyReport:
     kept = {e.key: e for e in entries if e.status is Status.KEPT}
     for key, names in in_shards.items():
         if len(names) > 1:
-            report.problems.append(f"key {key!r} appears {len(names)} times in shards {sorted(names)}")
+            report.problems.append(
+                f"key {key!r} appears {len(names)} times in shards {sorted(names)}"
+            )
         if key not in kept:
             report.problems.append(f"key {key!r} in shard {names[0]} has no kept ledger entry")
     for key, entry in kept.items():
@@ -100,8 +108,12 @@ def verify(root: str | Path) -> VerifyReport:
         if not names:
             report.problems.append(f"kept key {key!r} is in no shard (ledger says {entry.shard})")
         elif entry.shard not in names:
-            report.problems.append(f"kept key {key!r} is in {names} but the ledger says {entry.shard}")
+            report.problems.append(
+                f"kept key {key!r} is in {names} but the ledger says {entry.shard}"
+            )
     for e in entries:
         if e.status is Status.QUARANTINED and e.shard and e.key not in in_quarantine:
-            report.problems.append(f"quarantined key {e.key!r} is missing from quarantine shard {e.shard}")
+            report.problems.append(
+                f"quarantined key {e.key!r} is missing from quarantine shard {e.shard}"
+            )
     return report

@@ -36,7 +36,9 @@ def check_actions(values: np.ndarray, dims: list[str]) -> str | None:
     bad = ~np.isfinite(values)
     if bad.any():
         step, col = (int(x) for x in np.argwhere(bad)[0])
-        return f"{int(bad.sum())} non-finite values (NaN/inf), first at step {step} dim {dims[col]!r}"
+        return (
+            f"{int(bad.sum())} non-finite values (NaN/inf), first at step {step} dim {dims[col]!r}"
+        )
     return None
 
 

@@ -6,6 +6,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -35,11 +36,11 @@ class FileContext:
     url: str
     config: IngestConfig
 
-    @property
+    @cached_property
     def name(self) -> str:
         return PurePosixPath(self.url.split("://", 1)[-1]).name
 
-    @property
+    @cached_property
     def tag(self) -> str:
         stem = _UNSAFE.sub("_", self.name.split(".", 1)[0]).strip("_")[:40] or "f"
         return f"{stem}-{hashlib.sha1(self.url.encode()).hexdigest()[:12]}"

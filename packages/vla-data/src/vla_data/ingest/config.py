@@ -21,8 +21,12 @@ class IngestConfig(BaseModel):
     audio_rate: int = Field(16_000, ge=8_000, le=192_000)
     audio_channels: int | None = Field(None, ge=1, le=8, description="None keeps the source's")
     strip_gps: bool = True
-    action_dims: list[str] | None = Field(None, description="names for plain (unstructured) .npy columns")
+    action_dims: list[str] | None = Field(
+        None, description="names for plain (unstructured) .npy columns"
+    )
     max_shard_count: int = Field(DEFAULT_MAX_COUNT, ge=1)
     max_shard_bytes: int = Field(DEFAULT_MAX_BYTES, ge=1)
-    tasks: int = Field(8, ge=1, le=100_000, description="output partitions; fix it for reproducible shards")
+    tasks: int = Field(
+        8, ge=1, le=100_000, description="output partitions; fix it for reproducible shards"
+    )
     workers: int = Field(default_factory=lambda: max(1, min(8, os.cpu_count() or 1)), ge=1)

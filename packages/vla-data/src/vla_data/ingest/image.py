@@ -101,10 +101,20 @@ def read_image(ctx: FileContext, f: IO[bytes]) -> Iterator[Record]:
             has_gps = _GPS_TAG in exif
             payload = _strip_gps(img, raw, fmt, exif) if has_gps and ctx.config.strip_gps else raw
             meta = ImageMeta(
-                width=img.width, height=img.height, mode=img.mode, format=fmt,
-                exif=text, gps_stripped=has_gps and ctx.config.strip_gps,
+                width=img.width,
+                height=img.height,
+                mode=img.mode,
+                format=fmt,
+                exif=text,
+                gps_stripped=has_gps and ctx.config.strip_gps,
             )
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except (
+        UnidentifiedImageError,
+        OSError,
+        SyntaxError,
+        ValueError,
+        Image.DecompressionBombError,
+    ) as e:
         yield ctx.bad(rid, "", f"undecodable image: {e}", raw)
         return
     yield ctx.sample(rid, "", meta, {_FORMATS[fmt]: payload}, created=_created(text))

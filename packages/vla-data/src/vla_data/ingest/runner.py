@@ -68,11 +68,18 @@ class _TaskWriter:
         self.state: TaskState = layout.load_state(task, config.stage)
         self.ledger = LedgerWriter(layout.ledger_file(task))
         self._recover()
-        self.keys = {e.key for e in read_ledger(self.ledger.path)} if self.ledger.path.exists() else set()
+        self.keys = (
+            {e.key for e in read_ledger(self.ledger.path)} if self.ledger.path.exists() else set()
+        )
         limits = {"max_count": config.max_shard_count, "max_bytes": config.max_shard_bytes}
-        self.shards = ShardWriter(layout.shards, f"shard-t{task:03d}", start_index=len(self.state.shards), **limits)
+        self.shards = ShardWriter(
+            layout.shards, f"shard-t{task:03d}", start_index=len(self.state.shards), **limits
+        )
         self.quarantine = ShardWriter(
-            layout.quarantine, f"quarantine-t{task:03d}", start_index=len(self.state.quarantine), **limits
+            layout.quarantine,
+            f"quarantine-t{task:03d}",
+            start_index=len(self.state.quarantine),
+            **limits,
         )
         self.pending: list[LedgerEntry] = []
 
@@ -80,7 +87,10 @@ class _TaskWriter:
         """Drop what a crashed run wrote after its last commit."""
         self.ledger.truncate(self.state.ledger_bytes)
         tag = f"-t{self.state.task:03d}-"
-        for folder, committed in ((self.layout.shards, self.state.shards), (self.layout.quarantine, self.state.quarantine)):
+        for folder, committed in (
+            (self.layout.shards, self.state.shards),
+            (self.layout.quarantine, self.state.quarantine),
+        ):
             names = {s.name for s in committed}
             for path in folder.iterdir():
                 if tag in path.name and path.name.lstrip(".").removesuffix(".tmp") not in names:
@@ -99,8 +109,14 @@ class _TaskWriter:
         shard = self.shards.write_sample(sample)
         self.keys.add(sample.key)
         self.pending.append(
-            LedgerEntry(key=sample.key, id=sample.id, source=sample.source, stage=self.config.stage,
-                        status=Status.KEPT, shard=shard)
+            LedgerEntry(
+                key=sample.key,
+                id=sample.id,
+                source=sample.source,
+                stage=self.config.stage,
+                status=Status.KEPT,
+                shard=shard,
+            )
         )
         return Status.KEPT
 
@@ -110,18 +126,33 @@ class _TaskWriter:
         key = self.unique_key(ctx.key(bad.id))
         source = ctx.locate(bad.locator)
         record = QuarantineRecord(
-            key=key, id=bad.id, source=source, stage=self.config.stage, error=bad.error, bytes=len(bad.raw)
+            key=key,
+            id=bad.id,
+            source=source,
+            stage=self.config.stage,
+            error=bad.error,
+            bytes=len(bad.raw),
         )
         shard = write_quarantine(self.quarantine, record, bad.raw)
         self.keys.add(key)
         self.pending.append(
-            LedgerEntry(key=key, id=bad.id, source=source, stage=self.config.stage,
-                        status=Status.QUARANTINED, error=bad.error, shard=shard)
+            LedgerEntry(
+                key=key,
+                id=bad.id,
+                source=source,
+                stage=self.config.stage,
+                status=Status.QUARANTINED,
+                error=bad.error,
+                shard=shard,
+            )
         )
         return Status.QUARANTINED
 
     def commit(self) -> None:
-        for writer, committed in ((self.shards, self.state.shards), (self.quarantine, self.state.quarantine)):
+        for writer, committed in (
+            (self.shards, self.state.shards),
+            (self.quarantine, self.state.quarantine),
+        ):
             if info := writer.finalise():
                 committed.append(info)
         self.state.ledger_bytes = self.ledger.append(self.pending)
@@ -137,7 +168,9 @@ def _read_file(writer: _TaskWriter, file: InputFile, result: TaskResult) -> None
     ctx = FileContext(file.url, writer.config)
     progress = writer.state.files.get(file.url)
     if progress is not None and progress.fingerprint != file.fingerprint:
-        result.warnings.append(f"{file.url}: changed since it was ingested here; not re-read (ingest it into a new folder)")
+        result.warnings.append(
+            f"{file.url}: changed since it was ingested here; not re-read (ingest it into a new folder)"
+        )
         return
     if progress is not None and progress.done:
         result.files_skipped += 1
@@ -153,7 +186,12 @@ def _read_file(writer: _TaskWriter, file: InputFile, result: TaskResult) -> None
                 status = writer.reject(ctx, record)
             elif record.key in writer.keys:
                 locator = record.source.rpartition("#")[2]
-                dup = Bad(record.id, locator, f"duplicate record id {record.id!r}", record.payloads.get("txt", b""))
+                dup = Bad(
+                    record.id,
+                    locator,
+                    f"duplicate record id {record.id!r}",
+                    record.payloads.get("txt", b""),
+                )
                 status = writer.reject(ctx, dup)
             else:
                 status = writer.keep(record)
@@ -173,13 +211,22 @@ def _read_file(writer: _TaskWriter, file: InputFile, result: TaskResult) -> None
                 for record in reader(ctx, fh):
                     take(record)
         except Exception as e:  # a reader or filesystem failure must not end the batch
-            take(Bad(f"after{index}", f"after{index}", f"unreadable after {index} records: {type(e).__name__}: {e}", b""))
+            take(
+                Bad(
+                    f"after{index}",
+                    f"after{index}",
+                    f"unreadable after {index} records: {type(e).__name__}: {e}",
+                    b"",
+                )
+            )
     progress.done = True
     result.files += 1
     result.bytes_in += file.size
 
 
-def run_task(task: int, files: list[InputFile], root: str, config: IngestConfig, counter=None) -> TaskResult:
+def run_task(
+    task: int, files: list[InputFile], root: str, config: IngestConfig, counter=None
+) -> TaskResult:
     """Ingest one task's files; commits at every shard rollover and at the end."""
     layout = DatasetLayout(root)
     writer = _TaskWriter(layout, task, config)
@@ -207,7 +254,9 @@ def _check_run_config(layout: DatasetLayout, config: IngestConfig) -> None:
         before.pop("workers", None)
         if before != fixed:
             changed = sorted(k for k in fixed if before.get(k) != fixed[k])
-            raise ValueError(f"{layout.root} was ingested with other settings ({', '.join(changed)}); use a new folder")
+            raise ValueError(
+                f"{layout.root} was ingested with other settings ({', '.join(changed)}); use a new folder"
+            )
     else:
         write_json_atomic(path, fixed)
 
@@ -260,8 +309,10 @@ def _run_parallel(groups, layout, config, total, progress) -> list[TaskResult]:
     counter = ctx.Value("q", 0)
     results = []
     with ProcessPoolExecutor(
-        max_workers=min(config.workers, len(groups)), mp_context=ctx,
-        initializer=_init_worker, initargs=(counter,),
+        max_workers=min(config.workers, len(groups)),
+        mp_context=ctx,
+        initializer=_init_worker,
+        initargs=(counter,),
     ) as pool:
         pending = {
             pool.submit(_run_task_in_worker, task, group, str(layout.root), config)

@@ -70,7 +70,9 @@ def classify(path: str) -> tuple[str, str | None]:
 
 
 def _fingerprint(info: dict) -> str:
-    stamp = info.get("mtime") or info.get("LastModified") or info.get("ETag") or info.get("etag") or ""
+    stamp = (
+        info.get("mtime") or info.get("LastModified") or info.get("ETag") or info.get("etag") or ""
+    )
     return f"{info.get('size')}:{stamp}"
 
 
@@ -99,5 +101,7 @@ def discover(sources: list[str]) -> list[InputFile]:
                 continue  # hidden files (editor swap files, .DS_Store, our own temp files)
             url = os.path.abspath(p) if local else fs.unstrip_protocol(p)
             suffix, compression = classify(p)
-            found[url] = InputFile(url, int(info.get("size") or 0), _fingerprint(info), suffix, compression)
+            found[url] = InputFile(
+                url, int(info.get("size") or 0), _fingerprint(info), suffix, compression
+            )
     return [found[u] for u in sorted(found)]

@@ -14,7 +14,9 @@ from vla_data.sample import TextMeta
 def _text_sample(ctx: FileContext, record_id: str, locator: str, obj: Any, raw: bytes) -> Record:
     cfg = ctx.config
     if not isinstance(obj, dict):
-        return ctx.bad(record_id, locator, f"record is a JSON {type(obj).__name__}, not an object", raw)
+        return ctx.bad(
+            record_id, locator, f"record is a JSON {type(obj).__name__}, not an object", raw
+        )
     text = obj.get(cfg.text_field)
     if not isinstance(text, str):
         found = "missing" if text is None else f"a {type(text).__name__}"
@@ -23,7 +25,9 @@ def _text_sample(ctx: FileContext, record_id: str, locator: str, obj: Any, raw: 
         return ctx.bad(record_id, locator, "text is empty", raw)
     rid = obj.get(cfg.id_field)
     if rid is not None and not isinstance(rid, (str, int)):
-        return ctx.bad(record_id, locator, f"id field {cfg.id_field!r} is a {type(rid).__name__}", raw)
+        return ctx.bad(
+            record_id, locator, f"id field {cfg.id_field!r} is a {type(rid).__name__}", raw
+        )
     record_id = str(rid) if rid is not None and str(rid) else record_id
     license = obj.get(cfg.license_field)
     created = None
@@ -31,7 +35,9 @@ def _text_sample(ctx: FileContext, record_id: str, locator: str, obj: Any, raw: 
         try:
             created = datetime.fromisoformat(str(value))
         except ValueError:
-            return ctx.bad(record_id, locator, f"created field {value!r} is not an ISO-8601 time", raw)
+            return ctx.bad(
+                record_id, locator, f"created field {value!r} is not an ISO-8601 time", raw
+            )
     data = text.encode("utf-8", "surrogatepass")
     try:
         data.decode("utf-8")
@@ -39,8 +45,12 @@ def _text_sample(ctx: FileContext, record_id: str, locator: str, obj: Any, raw: 
         return ctx.bad(record_id, locator, "text holds lone surrogates (not valid UTF-8)", raw)
     meta = TextMeta(chars=len(text))
     return ctx.sample(
-        record_id, locator, meta, {"txt": data},
-        license=str(license) if license else None, created=created,
+        record_id,
+        locator,
+        meta,
+        {"txt": data},
+        license=str(license) if license else None,
+        created=created,
     )
 
 
@@ -55,12 +65,16 @@ def read_jsonl(ctx: FileContext, f: IO[bytes]) -> Iterator[Record]:
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as e:
-            yield ctx.bad(default_id, locator, f"invalid UTF-8 at byte {e.start} of line {lineno}", raw)
+            yield ctx.bad(
+                default_id, locator, f"invalid UTF-8 at byte {e.start} of line {lineno}", raw
+            )
             continue
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            yield ctx.bad(default_id, locator, f"invalid JSON on line {lineno}: {e.msg} (col {e.colno})", raw)
+            yield ctx.bad(
+                default_id, locator, f"invalid JSON on line {lineno}: {e.msg} (col {e.colno})", raw
+            )
             continue
         yield _text_sample(ctx, default_id, locator, obj, raw)
     if lineno == 0:
@@ -101,9 +115,18 @@ def read_parquet(ctx: FileContext, f: IO[bytes]) -> Iterator[Record]:
     names = set(pf.schema_arrow.names)
     if cfg.text_field not in names:
         f.seek(0)
-        yield ctx.bad(ctx.name, "", f"Parquet has no column {cfg.text_field!r} (has {sorted(names)})", f.read())
+        yield ctx.bad(
+            ctx.name,
+            "",
+            f"Parquet has no column {cfg.text_field!r} (has {sorted(names)})",
+            f.read(),
+        )
         return
-    wanted = [c for c in (cfg.text_field, cfg.id_field, cfg.license_field, cfg.created_field) if c in names]
+    wanted = [
+        c
+        for c in (cfg.text_field, cfg.id_field, cfg.license_field, cfg.created_field)
+        if c in names
+    ]
     row = 0
     for batch in pf.iter_batches(columns=wanted, batch_size=4096):
         for obj in batch.to_pylist():
