@@ -253,3 +253,18 @@ def test_discover_expands_globs_and_refuses_missing(tmp_path, mixed_inputs):
         "docs.jsonl",
         "tone.wav",
     }
+
+
+def test_fsspec_urls_are_ingested(tmp_path):
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/bucket/docs/a.jsonl", b'{"id": "m1", "text": "from memory"}\n')
+    fs.pipe("/bucket/docs/b.jsonl", b'{"id": "m2", "text": "also from memory"}\n')
+    try:
+        report = ingest(["memory://bucket/docs/*.jsonl"], tmp_path / "ds", IngestConfig(workers=1))
+    finally:
+        fs.rm("/bucket", recursive=True)
+    assert report.kept == 2
+    sources = sorted(s.source for s in samples_of(tmp_path / "ds").values())
+    assert sources == ["memory:///bucket/docs/a.jsonl#L1", "memory:///bucket/docs/b.jsonl#L1"]
