@@ -83,14 +83,14 @@ def test_sigkill_mid_ingest_then_resume_equals_clean_run(tmp_path):
         import os, signal
         from vla_data.ingest import runner, IngestConfig
         calls = 0
-        real_keep = runner._TaskWriter.keep
+        real_keep = runner.TaskWriter.keep
         def keep(self, sample):
             global calls
             calls += 1
             if calls == 53:
                 os.kill(os.getpid(), signal.SIGKILL)
             return real_keep(self, sample)
-        runner._TaskWriter.keep = keep
+        runner.TaskWriter.keep = keep
         runner.ingest([{str(src)!r}], {str(crashed)!r}, IngestConfig(**{settings!r}))
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True)

@@ -1,10 +1,10 @@
 """On-disk layout of a dataset folder and the per-task commit state that makes stages resumable.
 
 ```
-DIR/shards/<prefix>-tNNN-SSSSSS.tar       kept samples (WebDataset)
-DIR/quarantine/quarantine-tNNN-SSSSSS.tar rejected records: error JSON + original bytes
-DIR/ledger/tNNN.jsonl                     one ledger line per input record
-DIR/state/tNNN.json                       commit point of task NNN (atomic rewrite)
+DIR/shards/shard-<task>-SSSSSS.tar           kept samples (WebDataset)
+DIR/quarantine/quarantine-<task>-SSSSSS.tar  rejected records: error JSON + original bytes
+DIR/ledger/<task>.jsonl                      one ledger line per input record
+DIR/state/<task>.json                        commit point of the task (atomic rewrite)
 ```
 
 A task commits by finalising its open shards, appending its pending ledger lines, then
@@ -34,7 +34,7 @@ class FileProgress(BaseModel):
 class TaskState(BaseModel):
     """Committed progress of one task: its shards, input files and ledger size."""
 
-    task: int
+    task: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
     stage: str
     shards: list[ShardInfo] = Field(default_factory=list)
     quarantine: list[ShardInfo] = Field(default_factory=list)
@@ -61,13 +61,13 @@ class DatasetLayout:
             d.mkdir(parents=True, exist_ok=True)
         return self
 
-    def ledger_file(self, task: int) -> Path:
-        return self.ledger / f"t{task:03d}.jsonl"
+    def ledger_file(self, task: str) -> Path:
+        return self.ledger / f"{task}.jsonl"
 
-    def state_file(self, task: int) -> Path:
-        return self.state / f"t{task:03d}.json"
+    def state_file(self, task: str) -> Path:
+        return self.state / f"{task}.json"
 
-    def load_state(self, task: int, stage: str) -> TaskState:
+    def load_state(self, task: str, stage: str) -> TaskState:
         path = self.state_file(task)
         if not path.exists():
             return TaskState(task=task, stage=stage)

@@ -16,14 +16,14 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vla_data.dataset import DatasetLayout, FileProgress, TaskState, write_json_atomic
+from vla_data.dataset import DatasetLayout, FileProgress, write_json_atomic
 from vla_data.ingest.base import Bad, FileContext
 from vla_data.ingest.config import IngestConfig
 from vla_data.ingest.sources import READERS, InputFile, discover
-from vla_data.ledger import LedgerEntry, LedgerWriter, Status, read_ledger
-from vla_data.quarantine import MAX_QUARANTINE_BYTES, QuarantineRecord, write_quarantine
+from vla_data.ledger import Status
+from vla_data.quarantine import MAX_QUARANTINE_BYTES
 from vla_data.sample import Sample
-from vla_data.shards import ShardWriter
+from vla_data.task_writer import TaskWriter
 
 
 @dataclass
@@ -60,112 +60,15 @@ def task_of(url: str, tasks: int) -> int:
     return int.from_bytes(hashlib.sha1(url.encode()).digest()[:8], "big") % tasks
 
 
-class _TaskWriter:
-    """One task's open shards, pending ledger lines and commit protocol."""
-
-    def __init__(self, layout: DatasetLayout, task: int, config: IngestConfig):
-        self.layout, self.config = layout, config
-        self.state: TaskState = layout.load_state(task, config.stage)
-        self.ledger = LedgerWriter(layout.ledger_file(task))
-        self._recover()
-        self.keys = (
-            {e.key for e in read_ledger(self.ledger.path)} if self.ledger.path.exists() else set()
-        )
-        limits = {"max_count": config.max_shard_count, "max_bytes": config.max_shard_bytes}
-        self.shards = ShardWriter(
-            layout.shards, f"shard-t{task:03d}", start_index=len(self.state.shards), **limits
-        )
-        self.quarantine = ShardWriter(
-            layout.quarantine,
-            f"quarantine-t{task:03d}",
-            start_index=len(self.state.quarantine),
-            **limits,
-        )
-        self.pending: list[LedgerEntry] = []
-
-    def _recover(self) -> None:
-        """Drop what a crashed run wrote after its last commit."""
-        self.ledger.truncate(self.state.ledger_bytes)
-        tag = f"-t{self.state.task:03d}-"
-        for folder, committed in (
-            (self.layout.shards, self.state.shards),
-            (self.layout.quarantine, self.state.quarantine),
-        ):
-            names = {s.name for s in committed}
-            for path in folder.iterdir():
-                if tag in path.name and path.name.lstrip(".").removesuffix(".tmp") not in names:
-                    path.unlink()
-
-    def unique_key(self, key: str) -> str:
-        candidate, n = key, 1
-        while candidate in self.keys:
-            n += 1
-            candidate = f"{key}-{n}"
-        return candidate
-
-    def keep(self, sample: Sample) -> Status:
-        if self.shards.is_full():
-            self.commit()
-        shard = self.shards.write_sample(sample)
-        self.keys.add(sample.key)
-        self.pending.append(
-            LedgerEntry(
-                key=sample.key,
-                id=sample.id,
-                source=sample.source,
-                stage=self.config.stage,
-                status=Status.KEPT,
-                shard=shard,
-            )
-        )
-        return Status.KEPT
-
-    def reject(self, ctx: FileContext, bad: Bad) -> Status:
-        if self.quarantine.is_full():
-            self.commit()
-        key = self.unique_key(ctx.key(bad.id))
-        source = ctx.locate(bad.locator)
-        record = QuarantineRecord(
-            key=key,
-            id=bad.id,
-            source=source,
-            stage=self.config.stage,
-            error=bad.error,
-            bytes=len(bad.raw),
-        )
-        shard = write_quarantine(self.quarantine, record, bad.raw)
-        self.keys.add(key)
-        self.pending.append(
-            LedgerEntry(
-                key=key,
-                id=bad.id,
-                source=source,
-                stage=self.config.stage,
-                status=Status.QUARANTINED,
-                error=bad.error,
-                shard=shard,
-            )
-        )
-        return Status.QUARANTINED
-
-    def commit(self) -> None:
-        for writer, committed in (
-            (self.shards, self.state.shards),
-            (self.quarantine, self.state.quarantine),
-        ):
-            if info := writer.finalise():
-                committed.append(info)
-        self.state.ledger_bytes = self.ledger.append(self.pending)
-        self.pending.clear()
-        self.layout.save_state(self.state)
-
-    def abort(self) -> None:
-        self.shards.abort()
-        self.quarantine.abort()
+def _reject(writer: TaskWriter, ctx: FileContext, bad: Bad) -> Status:
+    key = writer.unique_key(ctx.key(bad.id))
+    return writer.reject(key, bad.id, ctx.locate(bad.locator), bad.error, bad.raw)
 
 
-def _read_file(writer: _TaskWriter, file: InputFile, result: TaskResult) -> None:
-    ctx = FileContext(file.url, writer.config)
+def _read_file(
+    writer: TaskWriter, config: IngestConfig, file: InputFile, result: TaskResult
+) -> None:
+    ctx = FileContext(file.url, config)
     progress = writer.state.files.get(file.url)
     if progress is not None and progress.fingerprint != file.fingerprint:
         result.warnings.append(
@@ -183,7 +86,7 @@ def _read_file(writer: _TaskWriter, file: InputFile, result: TaskResult) -> None
         nonlocal index
         if index >= resume_at:
             if not isinstance(record, Sample):
-                status = writer.reject(ctx, record)
+                status = _reject(writer, ctx, record)
             elif record.key in writer.keys:
                 locator = record.source.rpartition("#")[2]
                 dup = Bad(
@@ -192,7 +95,7 @@ def _read_file(writer: _TaskWriter, file: InputFile, result: TaskResult) -> None
                     f"duplicate record id {record.id!r}",
                     record.payloads.get("txt", b""),
                 )
-                status = writer.reject(ctx, dup)
+                status = _reject(writer, ctx, dup)
             else:
                 status = writer.keep(record)
             progress.inputs += 1
@@ -229,11 +132,17 @@ def run_task(
 ) -> TaskResult:
     """Ingest one task's files; commits at every shard rollover and at the end."""
     layout = DatasetLayout(root)
-    writer = _TaskWriter(layout, task, config)
+    writer = TaskWriter(
+        layout,
+        f"t{task:03d}",
+        config.stage,
+        max_count=config.max_shard_count,
+        max_bytes=config.max_shard_bytes,
+    )
     result = TaskResult(task)
     try:
         for file in files:
-            _read_file(writer, file, result)
+            _read_file(writer, config, file, result)
             if counter is not None:
                 with counter.get_lock():
                     counter.value += file.size
