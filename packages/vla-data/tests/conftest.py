@@ -10,6 +10,7 @@ import av
 import numpy as np
 import pytest
 from PIL import Image
+
 from vla_data.sample import Sample, TextMeta
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from PIL import ExifTags, Image
+
 from vla_data.corpus import AUDIO_CLIPS, MANIFEST_NAME, CorpusManifest, generate_corpus
 
 GPS = ExifTags.Base.GPSInfo.value

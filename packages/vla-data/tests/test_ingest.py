@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import ExifTags, Image
+
 from vla_data.ingest import IngestConfig, SourceError, discover, ingest
 from vla_data.ingest.image import replace_jpeg_exif
 from vla_data.ledger import Status, read_ledger

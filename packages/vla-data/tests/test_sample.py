@@ -1,5 +1,6 @@
 import pytest
 from pydantic import ValidationError
+
 from vla_data.sample import AudioMeta, Sample, TextMeta, sanitize_key
 
 from .conftest import text_sample

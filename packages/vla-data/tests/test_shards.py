@@ -3,6 +3,7 @@ import tarfile
 
 import pytest
 import webdataset as wds
+
 from vla_data.sample import Sample, TextMeta
 from vla_data.shards import ShardError, ShardWriter, file_sha256, iter_groups, iter_samples
 

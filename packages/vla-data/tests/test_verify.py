@@ -2,6 +2,7 @@ import json
 import shutil
 
 from click.testing import CliRunner
+
 from vla_data.cli import main
 from vla_data.ingest import IngestConfig, ingest
 from vla_data.verify import verify

@@ -204,6 +204,57 @@ def inspect(shard, limit, as_json) -> None:
         _fail(str(e))
 
 
+@main.command("filter")
+@click.argument("src", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--config",
+    "-c",
+    "config_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Pipeline TOML.",
+)
+@click.option(
+    "--out", "-o", required=True, type=click.Path(file_okay=False), help="Dataset folder to write."
+)
+@click.option(
+    "--workers", "-j", default=1, show_default=True, help="Processes (one input shard each)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def filter_(src, config_path, out, workers, as_json) -> None:
+    """Run the stage cascade of a pipeline TOML over dataset SRC into OUT (resumable per shard).
+
+    Per-stage stats (in / kept / dropped by reason / seconds / counters) go to OUT/stats.json;
+    every ledger line carries the record's scores, for `vla-data replay`.
+    """
+    from vla_data.pipeline import PipelineConfig, run_pipeline
+
+    try:
+        config = PipelineConfig.load(config_path)
+        with click.progressbar(length=1, label="filter", file=sys.stderr, show_pos=True) as bar:
+
+            def progress(done: int, total: int) -> None:
+                bar.length = max(total, 1)
+                bar.update(done - bar.pos)
+
+            report = run_pipeline(src, out, config, workers=workers, progress=progress)
+    except ValueError as e:
+        _fail(str(e))
+    if as_json:
+        _echo_json(report.__dict__)
+        return
+    click.echo(f"{'stage':<20} {'in':>9} {'kept':>9} {'seconds':>8}  dropped / counters")
+    for row in report.stages:
+        extra = {**row["dropped"], **row["counters"]}
+        click.echo(
+            f"{row['stage']:<20} {row['in']:>9} {row['kept']:>9} {row['seconds']:>8.2f}  {extra}"
+        )
+    click.echo(
+        f"{report.inputs} inputs: {report.kept} kept, {report.filtered} filtered, "
+        f"{report.quarantined} quarantined in {report.seconds:.1f}s -> {out}"
+    )
+
+
 @main.command("sample-corpus")
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False))
 @click.option(

@@ -40,6 +40,7 @@ class TaskState(BaseModel):
     quarantine: list[ShardInfo] = Field(default_factory=list)
     files: dict[str, FileProgress] = Field(default_factory=dict)
     ledger_bytes: int = 0
+    metrics: dict[str, float] = Field(default_factory=dict)
 
     @property
     def inputs(self) -> int:
@@ -107,3 +108,20 @@ def write_json_atomic(path: str | os.PathLike, obj: object) -> None:
     write_atomic(
         path, (json.dumps(obj, indent=1, ensure_ascii=False, sort_keys=True) + "\n").encode()
     )
+
+
+def pin_settings(layout: DatasetLayout, filename: str, settings: dict) -> None:
+    """Record the settings a folder is written with; refuse to resume it with other ones."""
+    path = layout.root / filename
+    settings = json.loads(json.dumps(settings, sort_keys=True, default=str))
+    if not path.exists():
+        write_json_atomic(path, settings)
+        return
+    before = json.loads(path.read_text())
+    if before != settings:
+        changed = sorted(
+            k for k in settings.keys() | before.keys() if before.get(k) != settings.get(k)
+        )
+        raise ValueError(
+            f"{layout.root} was written with other settings ({', '.join(changed)}); use a new folder"
+        )

@@ -37,6 +37,7 @@ class LedgerEntry(BaseModel):
     error: str | None = None
     shard: str | None = None
     cluster: str | None = None
+    scores: dict[str, float] | None = None
     time: datetime = Field(default_factory=utcnow)
 
     @model_validator(mode="after")

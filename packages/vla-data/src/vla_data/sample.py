@@ -176,6 +176,11 @@ class Sample(BaseModel):
             raise ValueError(f"sample {sample.key!r} has no payload")
         return sample
 
+    def with_payloads(self, payloads: dict[str, bytes], **updates: Any) -> Sample:
+        """A copy with some payloads replaced (parts re-hashed) and fields updated."""
+        fields = self.model_dump(exclude={"parts"}) | updates
+        return Sample.create(payloads=self.payloads | payloads, **fields)
+
     def attach(self, payloads: dict[str, bytes]) -> Sample:
         """Attach payload bytes read from disk, checking them against `parts`."""
         if set(payloads) != set(self.parts):

@@ -79,8 +79,8 @@ class TaskWriter:
         self.pending.append(entry)
         return entry.status
 
-    def keep(self, sample: Sample) -> Status:
-        """Write the sample to an output shard."""
+    def keep(self, sample: Sample, scores: dict[str, float] | None = None) -> Status:
+        """Write the sample to an output shard (with the scores measured on the way)."""
         if self.shards.is_full():
             self.commit()
         shard = self.shards.write_sample(sample)
@@ -92,10 +92,19 @@ class TaskWriter:
                 stage=self.stage,
                 status=Status.KEPT,
                 shard=shard,
+                scores=scores or None,
             )
         )
 
-    def drop(self, sample: Sample, stage: str, reason: str, cluster: str | None = None) -> Status:
+    def drop(
+        self,
+        sample: Sample,
+        stage: str,
+        reason: str,
+        *,
+        cluster: str | None = None,
+        scores: dict[str, float] | None = None,
+    ) -> Status:
         """Record the sample as filtered by `stage` for `reason` (and its dedup `cluster`)."""
         return self._settle(
             LedgerEntry(
@@ -106,6 +115,7 @@ class TaskWriter:
                 status=Status.FILTERED,
                 reason=reason,
                 cluster=cluster,
+                scores=scores or None,
             )
         )
 

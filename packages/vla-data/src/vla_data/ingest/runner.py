@@ -8,19 +8,18 @@ resumes every task from its last commit (record-exact) and skips files it finish
 from __future__ import annotations
 
 import hashlib
-import multiprocessing as mp
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vla_data.dataset import DatasetLayout, FileProgress, write_json_atomic
+from vla_data.dataset import DatasetLayout, FileProgress, pin_settings
 from vla_data.ingest.base import Bad, FileContext
 from vla_data.ingest.config import IngestConfig
 from vla_data.ingest.sources import READERS, InputFile, discover
 from vla_data.ledger import Status
+from vla_data.parallel import add, run_jobs
 from vla_data.quarantine import MAX_QUARANTINE_BYTES
 from vla_data.sample import Sample
 from vla_data.task_writer import TaskWriter
@@ -143,31 +142,12 @@ def run_task(
     try:
         for file in files:
             _read_file(writer, config, file, result)
-            if counter is not None:
-                with counter.get_lock():
-                    counter.value += file.size
+            add(counter, file.size)
         writer.commit()
     except BaseException:
         writer.abort()
         raise
     return result
-
-
-def _check_run_config(layout: DatasetLayout, config: IngestConfig) -> None:
-    path = layout.root / "ingest_config.json"
-    fixed = config.model_dump(exclude={"workers"})
-    if path.exists():
-        import json
-
-        before = json.loads(path.read_text())
-        before.pop("workers", None)
-        if before != fixed:
-            changed = sorted(k for k in fixed if before.get(k) != fixed[k])
-            raise ValueError(
-                f"{layout.root} was ingested with other settings ({', '.join(changed)}); use a new folder"
-            )
-    else:
-        write_json_atomic(path, fixed)
 
 
 def ingest(
@@ -184,21 +164,13 @@ def ingest(
     start = time.perf_counter()
     files = discover(sources)
     layout = DatasetLayout(out).create()
-    _check_run_config(layout, config)
+    pin_settings(layout, "ingest_config.json", config.model_dump(exclude={"workers"}))
     groups: dict[int, list[InputFile]] = {}
     for f in files:
         groups.setdefault(task_of(f.url, config.tasks), []).append(f)
     total = sum(f.size for f in files)
-    results: list[TaskResult] = []
-    if config.workers == 1 or len(groups) <= 1:
-        done = 0
-        for task, group in sorted(groups.items()):
-            results.append(run_task(task, group, str(layout.root), config))
-            done += sum(f.size for f in group)
-            if progress:
-                progress(done, total)
-    else:
-        results = _run_parallel(groups, layout, config, total, progress)
+    jobs = [(task, group, str(layout.root), config) for task, group in sorted(groups.items())]
+    results = run_jobs(run_task, jobs, config.workers, progress, total)
     status = sum((r.status for r in results), Counter())
     return IngestReport(
         out=str(layout.root),
@@ -211,37 +183,3 @@ def ingest(
         by_kind=dict(sum((r.by_kind for r in results), Counter())),
         warnings=[w for r in results for w in r.warnings],
     )
-
-
-def _run_parallel(groups, layout, config, total, progress) -> list[TaskResult]:
-    ctx = mp.get_context("spawn")
-    counter = ctx.Value("q", 0)
-    results = []
-    with ProcessPoolExecutor(
-        max_workers=min(config.workers, len(groups)),
-        mp_context=ctx,
-        initializer=_init_worker,
-        initargs=(counter,),
-    ) as pool:
-        pending = {
-            pool.submit(_run_task_in_worker, task, group, str(layout.root), config)
-            for task, group in sorted(groups.items())
-        }
-        while pending:
-            finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-            results.extend(f.result() for f in finished)
-            if progress:
-                progress(counter.value, total)
-    return sorted(results, key=lambda r: r.task)
-
-
-_COUNTER = None
-
-
-def _init_worker(counter) -> None:
-    global _COUNTER
-    _COUNTER = counter
-
-
-def _run_task_in_worker(task, files, root, config) -> TaskResult:
-    return run_task(task, files, root, config, _COUNTER)

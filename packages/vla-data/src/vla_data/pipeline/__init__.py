@@ -1,0 +1,19 @@
+"""Composable stage pipelines over dataset folders: filters, transforms, replayable scores."""
+
+from vla_data.pipeline import text_stages  # noqa: F401  (registers the built-in stages)
+from vla_data.pipeline.config import PipelineConfig, StageSpec
+from vla_data.pipeline.runner import PipelineReport, run_pipeline, stage_stats
+from vla_data.pipeline.stage import STAGES, Outcome, Stage, Threshold, register
+
+__all__ = [
+    "STAGES",
+    "Outcome",
+    "PipelineConfig",
+    "PipelineReport",
+    "Stage",
+    "StageSpec",
+    "Threshold",
+    "register",
+    "run_pipeline",
+    "stage_stats",
+]
