@@ -255,6 +255,65 @@ def filter_(src, config_path, out, workers, as_json) -> None:
     )
 
 
+@main.command()
+@click.option(
+    "--config",
+    "-c",
+    "config_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Pipeline TOML.",
+)
+@click.option("--stage", "stage_name", required=True, help="Stage name in the pipeline.")
+@click.option("--score", required=True, help="One of the stage's thresholded scores.")
+@click.option(
+    "--labels",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="JSONL with text and label (keep/drop).",
+)
+@click.option(
+    "--dataset",
+    type=click.Path(exists=True, file_okay=False),
+    help="A filtered folder: kept fraction on its recorded scores.",
+)
+@click.option(
+    "--out",
+    "-o",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder for replay.json and replay.png.",
+)
+@click.option(
+    "--points", default=101, show_default=True, help="Thresholds to evaluate (score quantiles)."
+)
+def replay(config_path, stage_name, score, labels, dataset, out, points) -> None:
+    """Precision / recall / kept fraction of a stage over thresholds, before re-running it."""
+    from vla_data.dataset import write_json_atomic
+    from vla_data.pipeline import PipelineConfig
+    from vla_data.pipeline.replay import plot
+    from vla_data.pipeline.replay import replay as run_replay
+
+    try:
+        curve = run_replay(
+            PipelineConfig.load(config_path), stage_name, score, labels, dataset, points
+        )
+    except ValueError as e:
+        _fail(str(e))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = curve.__dict__ | {"best_f1": curve.best_f1()}
+    write_json_atomic(out / "replay.json", summary)
+    plot(curve, out / "replay.png")
+    _echo_json(
+        {
+            k: summary[k]
+            for k in ("stage", "score", "direction", "current", "labelled", "positives", "best_f1")
+        }
+        | {"json": str(out / "replay.json"), "png": str(out / "replay.png")}
+    )
+
+
 @main.command("sample-corpus")
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False))
 @click.option(
