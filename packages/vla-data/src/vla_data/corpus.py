@@ -28,10 +28,22 @@ MANIFEST_NAME = "manifest.json"
 ACTION_FIELDS = ("steering", "throttle", "brake", "speed")
 
 _KINDS = {
-    ".jsonl": "text", ".ndjson": "text", ".json": "text", ".parquet": "text", ".txt": "text",
-    ".wav": "audio", ".flac": "audio", ".mp3": "audio", ".ogg": "audio", ".opus": "audio",
-    ".jpg": "image", ".jpeg": "image", ".png": "image", ".webp": "image",
-    ".npy": "actions", ".csv": "actions",
+    ".jsonl": "text",
+    ".ndjson": "text",
+    ".json": "text",
+    ".parquet": "text",
+    ".txt": "text",
+    ".wav": "audio",
+    ".flac": "audio",
+    ".mp3": "audio",
+    ".ogg": "audio",
+    ".opus": "audio",
+    ".jpg": "image",
+    ".jpeg": "image",
+    ".png": "image",
+    ".webp": "image",
+    ".npy": "actions",
+    ".csv": "actions",
 }
 
 # Original sentences, a few per language, mixed into text records.
@@ -185,8 +197,11 @@ class CorpusManifest:
         """Read `<root>/manifest.json` back."""
         doc = json.loads((Path(root) / MANIFEST_NAME).read_text(encoding="utf-8"))
         return cls(
-            root=Path(root), files=doc["files"], expected_records=doc["expected_records"],
-            expected_quarantined=doc["expected_quarantined"], corrupt=doc["corrupt"],
+            root=Path(root),
+            files=doc["files"],
+            expected_records=doc["expected_records"],
+            expected_quarantined=doc["expected_quarantined"],
+            corrupt=doc["corrupt"],
         )
 
 
@@ -497,8 +512,12 @@ def _driving_csv(t: np.ndarray, values: np.ndarray) -> bytes:
 def _write_actions(w: _Writer, seed: int, scale: int) -> None:
     structured = np.dtype([(f, "<f4") for f in ACTION_FIELDS])
     for copy in range(scale):
-        for stem, suffix, hz in (("drive_a", ".npy", 10), ("drive_b", ".npy", 10),
-                                 ("drive_c", ".csv", 10), ("drive_d", ".csv", 20)):
+        for stem, suffix, hz in (
+            ("drive_a", ".npy", 10),
+            ("drive_b", ".npy", 10),
+            ("drive_c", ".csv", 10),
+            ("drive_d", ".csv", 20),
+        ):
             name = _copy_name(stem, copy)
             rng = _rng(seed, f"actions/{name}")
             steps = int(rng.integers(20, 101))
@@ -522,13 +541,17 @@ def _write_corrupt(w: _Writer, seed: int) -> None:
     rng = _rng(seed, "bad")
     good = _records(rng, "bad", 6, "CC0-1.0")
 
-    w.add("bad/invalid_utf8.txt", b"Caf\xe9 au lait \xff\xfe\n", bad=1,
-          why="invalid UTF-8 bytes")
+    w.add("bad/invalid_utf8.txt", b"Caf\xe9 au lait \xff\xfe\n", bad=1, why="invalid UTF-8 bytes")
     w.add("bad/empty.txt", b"", bad=1, why="empty text file")
     w.add("bad/empty.jsonl", b"", bad=1, why="empty JSON Lines file")
     cut = b'{"id": "bad-cut", "text": "The morning train to the co'
-    w.add("bad/truncated.jsonl", _jsonl(good[:3]) + cut, records=4, bad=1,
-          why="last line cut mid-JSON")
+    w.add(
+        "bad/truncated.jsonl",
+        _jsonl(good[:3]) + cut,
+        records=4,
+        bad=1,
+        why="last line cut mid-JSON",
+    )
     bad_line = b'{"id": "bad-line", "text": "caf\xe9 \xc3\x28 cr\xe8me"}\n'
     badline = _jsonl(good[3:4]) + bad_line + _jsonl(good[4:5])
     w.add("bad/badline.jsonl", badline, records=3, bad=1, why="line 2 is not UTF-8")
@@ -541,13 +564,22 @@ def _write_corrupt(w: _Writer, seed: int) -> None:
     w.add("bad/empty.mp3", b"", bad=1, why="empty audio file")
 
     jpeg = _image_bytes(_street(rng, 128, 96), "JPEG", quality=85)
-    w.add("bad/truncated.jpg", jpeg[: len(jpeg) * 6 // 10], bad=1,
-          why="JPEG cut to 60% of its bytes")
-    w.add("bad/garbage.png", b"\x89PNG\r\n\x1a\n" + rng.bytes(2048), bad=1,
-          why="PNG signature then random bytes")
+    w.add(
+        "bad/truncated.jpg", jpeg[: len(jpeg) * 6 // 10], bad=1, why="JPEG cut to 60% of its bytes"
+    )
+    w.add(
+        "bad/garbage.png",
+        b"\x89PNG\r\n\x1a\n" + rng.bytes(2048),
+        bad=1,
+        why="PNG signature then random bytes",
+    )
 
-    w.add("bad/wrong_shape.npy", _npy(rng.standard_normal((5, 8, 4)).astype(np.float32)), bad=1,
-          why="3-D action array")
+    w.add(
+        "bad/wrong_shape.npy",
+        _npy(rng.standard_normal((5, 8, 4)).astype(np.float32)),
+        bad=1,
+        why="3-D action array",
+    )
     nan = driving_signals(rng, 30, 0.1).astype(np.float32)
     nan[12, 1] = np.nan
     w.add("bad/nan.npy", _npy(nan), bad=1, why="NaN at step 12")
@@ -558,14 +590,26 @@ def _write_corrupt(w: _Writer, seed: int) -> None:
         ["0.1", "0.1", "0.3"],
         ["0.2", "0.1", "0.3", "0.0", "12.6", "9"],
     ]
-    w.add("bad/ragged.csv", _csv(ragged, ["t", *ACTION_FIELDS]), bad=1,
-          why="rows with 3 and 6 fields under a 5-field header")
+    w.add(
+        "bad/ragged.csv",
+        _csv(ragged, ["t", *ACTION_FIELDS]),
+        bad=1,
+        why="rows with 3 and 6 fields under a 5-field header",
+    )
     pickled = np.array([{"steering": 0.1}, [0.2, 0.3], "brake"], dtype=object)
-    w.add("bad/pickled.npy", _npy(pickled, allow_pickle=True), bad=1,
-          why="object array that only loads by unpickling")
+    w.add(
+        "bad/pickled.npy",
+        _npy(pickled, allow_pickle=True),
+        bad=1,
+        why="object array that only loads by unpickling",
+    )
 
-    w.add("bad/unknown.xyz", b"XYZ1\x00\x01 not a format anyone reads\n", bad=1,
-          why="unknown file extension")
+    w.add(
+        "bad/unknown.xyz",
+        b"XYZ1\x00\x01 not a format anyone reads\n",
+        bad=1,
+        why="unknown file extension",
+    )
 
 
 def generate_corpus(
