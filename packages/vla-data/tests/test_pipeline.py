@@ -132,12 +132,12 @@ def test_sigkill_mid_pipeline_then_resume_equals_clean_run(source, tmp_path):
         from vla_data.pipeline import runner, PipelineConfig
         calls = 0
         real_keep = runner.TaskWriter.keep
-        def keep(self, sample, scores=None):
+        def keep(self, sample, scores=None, **kw):
             global calls
             calls += 1
             if calls == 9:
                 os.kill(os.getpid(), signal.SIGKILL)
-            return real_keep(self, sample, scores)
+            return real_keep(self, sample, scores, **kw)
         runner.TaskWriter.keep = keep
         cfg = PipelineConfig.model_validate_json({cfg.model_dump_json()!r})
         runner.run_pipeline({str(source)!r}, {str(crashed)!r}, cfg)

@@ -79,7 +79,13 @@ class TaskWriter:
         self.pending.append(entry)
         return entry.status
 
-    def keep(self, sample: Sample, scores: dict[str, float] | None = None) -> Status:
+    def keep(
+        self,
+        sample: Sample,
+        scores: dict[str, float] | None = None,
+        *,
+        cluster: str | None = None,
+    ) -> Status:
         """Write the sample to an output shard (with the scores measured on the way)."""
         if self.shards.is_full():
             self.commit()
@@ -92,6 +98,7 @@ class TaskWriter:
                 stage=self.stage,
                 status=Status.KEPT,
                 shard=shard,
+                cluster=cluster,
                 scores=scores or None,
             )
         )

@@ -50,8 +50,12 @@ def _group_bytes(key: str, members: dict[str, bytes]) -> bytes:
 
 
 def _cascade(stages: list[Stage], sample: Sample, score_all: bool, metrics: Counter):
-    """Run the stages; returns (final sample, (stage, reason) of the first drop or None, scores)."""
-    current, verdict, scores = sample, None, {}
+    """Run the stages; returns (final sample, verdict, scores, cluster).
+
+    The verdict is (stage, reason) of the first drop, or None; the cluster is the last one a
+    stage named (dedup stages name the representative of the sample's duplicate cluster).
+    """
+    current, verdict, scores, cluster = sample, None, {}, None
     for stage in stages:
         if not stage.applies_to(current):
             continue
@@ -61,13 +65,15 @@ def _cascade(stages: list[Stage], sample: Sample, score_all: bool, metrics: Coun
         scores.update({f"{stage.name}.{k}": float(v) for k, v in outcome.scores.items()})
         for name, value in outcome.counters.items():
             metrics[f"{stage.name}.{name}"] += value
+        if verdict is None and outcome.cluster is not None:
+            cluster = outcome.cluster
         if verdict is None and not outcome.keep:
             verdict = (stage.name, outcome.reason or "dropped")
             if not score_all:
                 break
         elif verdict is None and outcome.sample is not None:
             current = outcome.sample
-    return current, verdict, scores
+    return current, verdict, scores, cluster
 
 
 def run_shard(shard: str, out: str, config: PipelineConfig, counter=None) -> int:
@@ -91,6 +97,8 @@ def run_shard(shard: str, out: str, config: PipelineConfig, counter=None) -> int
         )
     progress = writer.state.files.setdefault(str(path), FileProgress(fingerprint=fingerprint))
     stages = config.build()
+    for stage in stages:
+        stage.begin_shard(path)
     metrics = Counter(writer.state.metrics)
     done = 0
     try:
@@ -99,7 +107,9 @@ def run_shard(shard: str, out: str, config: PipelineConfig, counter=None) -> int
                 continue
             try:
                 sample = sample_from_group(path, key, members)
-                final, verdict, scores = _cascade(stages, sample, config.score_all, metrics)
+                final, verdict, scores, cluster = _cascade(
+                    stages, sample, config.score_all, metrics
+                )
             except ShardError as e:
                 error = str(e)
             except Exception as e:  # a stage failing on one record must not end the batch
@@ -112,9 +122,9 @@ def run_shard(shard: str, out: str, config: PipelineConfig, counter=None) -> int
                     writer.unique_key(key), key, source, error, _group_bytes(key, members)
                 )
             elif verdict is None:
-                writer.keep(final, scores)
+                writer.keep(final, scores, cluster=cluster)
             else:
-                writer.drop(sample, verdict[0], verdict[1], scores=scores)
+                writer.drop(sample, verdict[0], verdict[1], cluster=cluster, scores=scores)
             progress.inputs += 1
             writer.state.metrics = dict(metrics)
             done += 1

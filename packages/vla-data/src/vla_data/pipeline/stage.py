@@ -10,6 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from vla_data.sample import Sample
@@ -36,14 +37,15 @@ class Outcome:
     scores: dict[str, float] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
     sample: Sample | None = None
+    cluster: str | None = None
 
     @classmethod
-    def kept(cls, scores=None, counters=None, sample=None) -> Outcome:
-        return cls(True, None, scores or {}, counters or {}, sample)
+    def kept(cls, scores=None, counters=None, sample=None, cluster=None) -> Outcome:
+        return cls(True, None, scores or {}, counters or {}, sample, cluster)
 
     @classmethod
-    def dropped(cls, reason: str, scores=None, counters=None) -> Outcome:
-        return cls(False, reason, scores or {}, counters or {})
+    def dropped(cls, reason: str, scores=None, counters=None, cluster=None) -> Outcome:
+        return cls(False, reason, scores or {}, counters or {}, None, cluster)
 
 
 class Stage(ABC):
@@ -56,6 +58,9 @@ class Stage(ABC):
 
     def __init__(self, name: str, seed: int = 0):
         self.name, self.seed = name, seed
+
+    def begin_shard(self, path: Path) -> None:  # noqa: B027 - an optional hook
+        """Called before the samples of each input shard (stages with per-shard state)."""
 
     def applies_to(self, sample: Sample) -> bool:
         return sample.modality.value in self.modalities
