@@ -256,6 +256,74 @@ def filter_(src, config_path, out, workers, as_json) -> None:
 
 
 @main.command()
+@click.argument("src", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--out", "-o", required=True, type=click.Path(file_okay=False), help="Dataset folder to write."
+)
+@click.option(
+    "--text",
+    type=click.Choice(["minhash", "exact", "simhash", "none"]),
+    default="minhash",
+    show_default=True,
+)
+@click.option(
+    "--ngram", default=5, show_default=True, help="MinHash shingle size (words; CJK characters)."
+)
+@click.option("--bands", default=14, show_default=True)
+@click.option("--rows", default=8, show_default=True)
+@click.option(
+    "--jaccard",
+    "jaccard_threshold",
+    default=0.0,
+    show_default=True,
+    help="Verify LSH candidates at this estimated Jaccard (0 = keep every band collision, as FineWeb).",
+)
+@click.option(
+    "--simhash-threshold", default=3, show_default=True, help="Max Hamming distance (bits)."
+)
+@click.option(
+    "--image", type=click.Choice(["phash", "dhash", "none"]), default="phash", show_default=True
+)
+@click.option(
+    "--image-threshold", default=6, show_default=True, help="Max Hamming distance of image hashes."
+)
+@click.option(
+    "--chunk-size",
+    default=200_000,
+    show_default=True,
+    help="Documents per spilled run: the memory bound.",
+)
+@click.option(
+    "--spill-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where runs spill (default: temp).",
+)
+@click.option("--workers", "-j", default=1, show_default=True)
+def dedup(src, out, workers, **options) -> None:
+    """Deduplicate every shard of SRC into OUT: one representative kept per cluster.
+
+    Duplicates are filtered in the ledger with the representative's key as their cluster.
+    """
+    from pydantic import ValidationError
+
+    from vla_data.pipeline import DedupConfig, run_dedup
+
+    try:
+        config = DedupConfig(**options)
+        report = run_dedup(src, out, config, workers=workers)
+    except ValidationError as e:
+        _fail(f"invalid option {e.errors()[0]['loc'][0]}: {e.errors()[0]['msg']}")
+    except ValueError as e:
+        _fail(str(e))
+    (row,) = report.stages
+    click.echo(
+        f"{report.inputs} inputs: {report.kept} kept ({row['counters'].get('clusters', 0)} clusters with "
+        f"duplicates), dropped {row['dropped']} in {report.seconds:.1f}s -> {out}"
+    )
+
+
+@main.command()
 @click.option(
     "--config",
     "-c",

@@ -145,7 +145,7 @@ def replay(
         if recorded.size == 0:
             raise ValueError(f"{dataset}: its ledger recorded no {key!r} scores")
         dataset_fraction = _keeps(threshold, recorded, values).mean(1).tolist()
-    current = getattr(stage, threshold.param, None)
+    current = stage.param_value(threshold.param)
     return ReplayCurve(
         stage=stage_name,
         score=score,

@@ -162,7 +162,7 @@ def stage_stats(out: str | Path, config: PipelineConfig) -> list[dict]:
         name = spec.stage_name
         n_dropped = sum(dropped[name].values())
         counters = {
-            k.split(".", 1)[1]: v
+            k.split(".", 1)[1]: int(v) if float(v).is_integer() else v
             for k, v in metrics.items()
             if k.startswith(f"{name}.") and not k.endswith(".seconds")
         }

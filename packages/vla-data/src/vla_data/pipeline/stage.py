@@ -69,6 +69,10 @@ class Stage(ABC):
     def apply(self, sample: Sample) -> Outcome:
         """Decide on one sample."""
 
+    def param_value(self, param: str):
+        """Current value of a threshold parameter (for replay)."""
+        return getattr(self, param, None)
+
     def threshold(self, score: str) -> Threshold:
         for t in self.thresholds:
             if t.score == score:
