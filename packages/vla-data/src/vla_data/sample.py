@@ -37,6 +37,7 @@ class TextMeta(_Meta):
     modality: Literal["text"] = "text"
     chars: int = Field(ge=0)
     language: str | None = None
+    ipa_fallback: bool = False
 
 
 class AudioMeta(_Meta):

@@ -51,9 +51,12 @@ class MinHashConfig:
 
 
 class MinHasher:
-    """Pure, vectorised MinHash signatures and LSH band hashes for batches of documents."""
+    """Pure, vectorised MinHash signatures and LSH band hashes for batches of documents.
 
-    def __init__(self, config: MinHashConfig = MinHashConfig(), block: int = 256) -> None:
+    ``block`` shingles are permuted at a time (three ``num_perm x block`` uint64 buffers).
+    """
+
+    def __init__(self, config: MinHashConfig = MinHashConfig(), block: int = 1024) -> None:
         if config.bands < 1 or config.rows < 1:
             raise ValueError("bands and rows must be >= 1")
         self.config = config

@@ -1,6 +1,6 @@
 """Composable stage pipelines over dataset folders: filters, transforms, replayable scores."""
 
-from vla_data.pipeline import dedup_stage, text_stages  # noqa: F401  (register built-in stages)
+from vla_data.pipeline import classify_stages, dedup_stage, text_stages  # noqa: F401  (register built-in stages)
 from vla_data.pipeline.config import PipelineConfig, StageSpec
 from vla_data.pipeline.dedup_stage import DedupConfig, plan_dedup, run_dedup
 from vla_data.pipeline.runner import PipelineReport, run_pipeline, stage_stats
