@@ -1,8 +1,10 @@
 """The main job: run every stage that exists on the embedded sample corpus, on CPU.
 
 Today: generate the sample corpus (with one corrupt file of every kind) -> ingest -> verify
-the accounting -> stats. Later stages (filter, dedup, tokenize, train, eval, release) are
-appended here as their packages land. Exits non-zero if any stage's check fails.
+the accounting -> stats -> filter cascade (the shipped `sample-corpus` recipe: language ID,
+Gopher, C4, FineWeb, ads keywords, PII) -> verify -> dedup (MinHash-LSH text, pHash images) ->
+verify. Later stages (tokenize, train, eval, release) are appended here as their packages land.
+Exits non-zero if any stage's check fails.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 from vla_data.corpus import generate_corpus
 from vla_data.ingest import IngestConfig, ingest
+from vla_data.pipeline import DedupConfig, PipelineConfig, run_dedup, run_pipeline
 from vla_data.stats import dataset_stats
 from vla_data.verify import verify
 
@@ -23,6 +26,16 @@ from vla_data.verify import verify
 def stage(name: str):
     print(f"\n== {name}", flush=True)
     return time.perf_counter()
+
+
+def check_stage(name: str, root: Path, report, expected_inputs: int) -> list[str]:
+    """The accounting of a stage's output folder, and that it saw every record kept before."""
+    check = verify(root)
+    print(f"  verify: {check.inputs} inputs = {check.counts}; {check.shards} shards")
+    problems = [f"{name}: {p}" for p in check.problems]
+    if report.inputs != expected_inputs:
+        problems.append(f"{name} saw {report.inputs} records, {expected_inputs} were kept before")
+    return problems
 
 
 def main() -> int:
@@ -61,6 +74,20 @@ def main() -> int:
 
     stage("stats")
     print(json.dumps(dataset_stats(out / "ingested"), indent=1, ensure_ascii=False))
+
+    t = stage("filter (recipe sample-corpus)")
+    config = PipelineConfig.load("sample-corpus")
+    filtered = run_pipeline(out / "ingested", out / "filtered", config, workers=args.workers)
+    for row in filtered.stages:
+        print(
+            f"  {row['stage']:<12} in {row['in']:>4} kept {row['kept']:>4} {row['dropped']} {row['counters']}"
+        )
+    problems += check_stage("filter", out / "filtered", filtered, report.kept)
+
+    t = stage("dedup (MinHash-LSH text, pHash images)")
+    deduped = run_dedup(out / "filtered", out / "deduped", DedupConfig(), workers=args.workers)
+    print(f"  {deduped.kept} kept of {deduped.inputs}; dropped {deduped.stages[0]['dropped']}")
+    problems += check_stage("dedup", out / "deduped", deduped, filtered.kept)
 
     if problems:
         print("\nFAILED:\n- " + "\n- ".join(problems), file=sys.stderr)

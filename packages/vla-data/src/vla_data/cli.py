@@ -211,8 +211,7 @@ def inspect(shard, limit, as_json) -> None:
     "-c",
     "config_path",
     required=True,
-    type=click.Path(exists=True, dir_okay=False),
-    help="Pipeline TOML.",
+    help="Pipeline TOML, or a shipped recipe: web-text, sample-corpus.",
 )
 @click.option(
     "--out", "-o", required=True, type=click.Path(file_okay=False), help="Dataset folder to write."
@@ -329,8 +328,7 @@ def dedup(src, out, workers, **options) -> None:
     "-c",
     "config_path",
     required=True,
-    type=click.Path(exists=True, dir_okay=False),
-    help="Pipeline TOML.",
+    help="Pipeline TOML, or a shipped recipe: web-text, sample-corpus.",
 )
 @click.option("--stage", "stage_name", required=True, help="Stage name in the pipeline.")
 @click.option("--score", required=True, help="One of the stage's thresholded scores.")
@@ -380,6 +378,49 @@ def replay(config_path, stage_name, score, labels, dataset, out, points) -> None
         }
         | {"json": str(out / "replay.json"), "png": str(out / "replay.png")}
     )
+
+
+@main.command("train-classifier")
+@click.argument("train", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--out", "-o", required=True, type=click.Path(dir_okay=False), help="Model file to write."
+)
+@click.option(
+    "--valid",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Evaluation file (default: hold out part of TRAIN).",
+)
+@click.option("--holdout", default=0.1, show_default=True, help="Held-out share without --valid.")
+@click.option("--text-field", default="text", show_default=True, help="JSONL text field.")
+@click.option("--label-field", default="label", show_default=True, help="JSONL label field.")
+@click.option("--epoch", default=25, show_default=True)
+@click.option("--lr", default=0.5, show_default=True)
+@click.option("--dim", default=32, show_default=True)
+@click.option("--word-ngrams", default=2, show_default=True)
+@click.option("--minn", default=1, show_default=True, help="Min character n-gram (0 = none).")
+@click.option("--maxn", default=4, show_default=True)
+@click.option("--bucket", default=200_000, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option(
+    "--threads", default=1, show_default=True, help=">1 is faster but not bit-reproducible."
+)
+@click.option("--quantize", is_flag=True, help="Product-quantize (a small .ftz model).")
+@click.option("--cutoff", default=0, show_default=True, help="Rows kept when quantizing (0 = all).")
+def train_classifier(train, out, valid, holdout, **options) -> None:
+    """Train a fastText classifier (language ID, quality, topic, toxicity) from TRAIN.
+
+    TRAIN is fastText lines (`__label__x text`) or JSONL (.jsonl). Writes OUT and OUT.json (a
+    model card with held-out accuracy per label) and prints the card. Use the model in a
+    pipeline with a `fasttext` stage, or as a `language_id` stage's `model`.
+    """
+    from vla_data.classify.train import train_classifier as train_model
+
+    fields = {k: options.pop(k) for k in ("text_field", "label_field", "quantize", "cutoff")}
+    try:
+        card = train_model(train, out, valid_path=valid, holdout=holdout, **fields, **options)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    _echo_json(card)
 
 
 @main.command("sample-corpus")

@@ -16,12 +16,15 @@ min_doc_words = 50
 from __future__ import annotations
 
 import tomllib
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from vla_data.pipeline.stage import Stage, build_stage
+
+RECIPES = ("web-text", "sample-corpus")  # shipped in vla_data/recipes/<name>.toml
 
 
 class StageSpec(BaseModel):
@@ -62,9 +65,18 @@ class PipelineConfig(BaseModel):
 
     @classmethod
     def load(cls, path: str | Path) -> PipelineConfig:
-        """Read and validate a TOML config; errors name the file and the field."""
+        """Read and validate a TOML config, or a shipped recipe by name (`RECIPES`).
+
+        Errors name the file and the field.
+        """
+        if Path(path).is_file():
+            path = Path(path)
+        elif str(path) in RECIPES:
+            path = resources.files("vla_data").joinpath("recipes", f"{path}.toml")
+        else:
+            raise ValueError(f"{path}: no such file (shipped recipes: {', '.join(RECIPES)})")
         try:
-            data = tomllib.loads(Path(path).read_text())
+            data = tomllib.loads(path.read_text())
         except tomllib.TOMLDecodeError as e:
             raise ValueError(f"{path}: invalid TOML: {e}") from None
         try:
