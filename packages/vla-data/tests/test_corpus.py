@@ -100,7 +100,7 @@ def test_clean_corpus_and_scale(tmp_path):
     assert one.expected_quarantined == 0 and one.corrupt == {}
     assert not any(rel.startswith("bad/") for rel in one.files)
     media = sum(1 for kind in one.files.values() if kind != "text")
-    assert one.expected_records == 30 + 20 + 10 + 20 + 2 + media
+    assert one.expected_records == 30 + 20 + 10 + 20 + 12 + 2 + media  # + 12 textbook lessons
     three = generate_corpus(tmp_path / "three", scale=3)
     assert three.expected_records == 3 * (one.expected_records - 2) + 2
     with pytest.raises(FileExistsError):

@@ -1,7 +1,7 @@
 """A small, deterministic, offline sample corpus of raw inputs for `vla-data ingest`.
 
 `generate_corpus(out)` writes multilingual text (JSON Lines, gzip JSON Lines, a JSON array,
-Parquet, plain .txt), synthetic speech-like audio (WAV, FLAC, MP3, Ogg), generated images (JPEG
+Parquet, plain .txt, textbook lessons in English and Chinese with computed answers), synthetic speech-like audio (WAV, FLAC, MP3, Ogg), generated images (JPEG
 with EXIF and GPS, PNG, WebP) and driving action streams (.npy, structured .npy, .csv), plus,
 with `corrupt=True`, one file of each kind of bad input under `bad/`. Everything is made with
 numpy, PyAV, Pillow and pyarrow from a seed, so the same seed gives the same bytes.
@@ -23,6 +23,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import ExifTags, Image, ImageDraw
+
+from vla_data.textbook import lessons
 
 MANIFEST_NAME = "manifest.json"
 ACTION_FIELDS = ("steering", "throttle", "brake", "speed")
@@ -286,6 +288,10 @@ def _write_text(w: _Writer, seed: int, scale: int) -> None:
     wiki_doc = json.dumps(wiki, ensure_ascii=False, indent=1) + "\n"
     w.add("text/wiki.json", wiki_doc.encode(), records=len(wiki))
     w.add("text/books.parquet", _parquet(books), records=len(books))
+    textbook = [
+        {"id": d["id"], "text": d["text"], "license": "CC0-1.0"} for d in lessons(12 * scale, seed)
+    ]
+    w.add("text/textbook.jsonl", _jsonl(textbook), records=len(textbook))
     w.add("text/poem_en.txt", POEM_EN.encode())
     w.add("text/poem_zh.txt", POEM_ZH.encode())
 

@@ -186,3 +186,30 @@ class PiiRedact(TextFilterStage):
         counters = {kind.lower(): n for kind, n in counts.items() if n}
         new = replace_text(sample, redacted, f"op:{self.name}") if redacted != text else None
         return Outcome.kept(result.scores, counters, new)
+
+
+@register
+class WorkedMath(Stage):
+    """Drop texts whose worked arithmetic is wrong (`vla_data.textbook.check_equations`):
+    more than `max_wrong` steps ``<expression> = <number>`` that do not hold. Scores the number
+    of steps found and wrong; texts without steps pass (`min_equations` to require them)."""
+
+    type = "worked_math"
+    thresholds = (Threshold("wrong", "max_wrong", "max"),)
+
+    def __init__(self, name: str, seed: int = 0, max_wrong: int = 0, min_equations: int = 0):
+        super().__init__(name, seed)
+        self.max_wrong, self.min_equations = max_wrong, min_equations
+
+    def apply(self, sample: Sample) -> Outcome:
+        from vla_data.textbook import check_equations
+
+        steps = check_equations(sample_text(sample))
+        wrong = sum(not e.ok for e in steps)
+        scores = {"equations": len(steps), "wrong": wrong}
+        counters = {"equations": len(steps), "wrong_steps": wrong}
+        if wrong > self.max_wrong:
+            return Outcome.dropped("worked_math_wrong_step", scores, counters)
+        if len(steps) < self.min_equations:
+            return Outcome.dropped("worked_math_too_few_steps", scores, counters)
+        return Outcome.kept(scores, counters)
