@@ -3,7 +3,9 @@
 Today: generate the sample corpus (with one corrupt file of every kind) -> ingest -> verify
 the accounting -> stats -> filter cascade (the shipped `sample-corpus` recipe: language ID,
 Gopher, C4, FineWeb, ads keywords, PII) -> verify -> dedup (MinHash-LSH text, pHash images) ->
-verify. Later stages (tokenize, train, eval, release) are appended here as their packages land.
+verify -> tokenizer bundle (BPE + IPA + action stats fitted on the deduped data) -> token shards
+(megatron-core IndexedDataset per source x modality, re-opened with megatron-core and checked).
+Later stages (train, eval, release) are appended here as their packages land.
 Exits non-zero if any stage's check fails.
 """
 
@@ -14,6 +16,7 @@ import json
 import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from vla_data.corpus import generate_corpus
@@ -35,6 +38,40 @@ def check_stage(name: str, root: Path, report, expected_inputs: int) -> list[str
     problems = [f"{name}: {p}" for p in check.problems]
     if report.inputs != expected_inputs:
         problems.append(f"{name} saw {report.inputs} records, {expected_inputs} were kept before")
+    return problems
+
+
+def tokenize(out: Path, workers: int, expected_docs: int) -> list[str]:
+    """Bundle + token shards from the deduped data; every bucket must open with megatron-core."""
+    warnings.filterwarnings("ignore", message="Transformer Engine and Apex are not installed")
+    from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+    from vla_tokenizers.cli import main as vla_tok
+    from vla_tokenizers.token_shards import tokenize_shards
+
+    vla_tok(
+        ["build", str(out / "bundle"), "-d", str(out / "deduped"), "--vocab-size", "4000"],
+        standalone_mode=False,
+    )
+    report = tokenize_shards([out / "deduped"], out / "bundle", out / "tokens", workers=workers)
+    print(
+        f"  {report.documents} documents, {report.tokens} tokens in {len(report.buckets)} buckets"
+    )
+    opened_docs = opened_tokens = 0
+    for idx in sorted((out / "tokens").glob("*.idx")):
+        dataset = IndexedDataset(str(idx.with_suffix("")))
+        opened_docs += len(dataset)
+        opened_tokens += int(dataset.sequence_lengths.sum())
+    problems = []
+    if report.rejected or report.documents != expected_docs:
+        problems.append(
+            f"tokenize: {report.documents} documents ({report.rejected} rejected), "
+            f"{expected_docs} samples were kept"
+        )
+    if (opened_docs, opened_tokens) != (report.documents, report.tokens):
+        problems.append(
+            f"megatron IndexedDataset reads {opened_docs} docs / {opened_tokens} tokens"
+        )
     return problems
 
 
@@ -88,6 +125,9 @@ def main() -> int:
     deduped = run_dedup(out / "filtered", out / "deduped", DedupConfig(), workers=args.workers)
     print(f"  {deduped.kept} kept of {deduped.inputs}; dropped {deduped.stages[0]['dropped']}")
     problems += check_stage("dedup", out / "deduped", deduped, filtered.kept)
+
+    t = stage("tokenize (vla-tok build + vla-tok shards)")
+    problems += tokenize(out, args.workers, expected_docs=deduped.kept)
 
     if problems:
         print("\nFAILED:\n- " + "\n- ".join(problems), file=sys.stderr)
