@@ -61,5 +61,5 @@ def test_token_names():
     lay = VocabLayout.build(500, ALL_SPECIALS)
     assert lay.token_name(500) == "<|endoftext|>"
     assert lay.token_name(lay.range("action").start + 17) == "<|action_17|>"
-    assert lay.token_name(lay.id_of("camera:rear")) == "<|camera:rear|>"
+    assert lay.token_name(lay.id_of("camera:back")) == "<|camera:back|>"
     assert lay.token_name(lay.id_of("x3d:N:Shape")) == "<|x3d:N:Shape|>"

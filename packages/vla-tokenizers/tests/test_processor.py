@@ -118,7 +118,7 @@ def test_camera_and_time_tokens_around_visual_spans(bundle):
     proc = bundle.processor()
     w = proc.writer()
     w.visual("video", camera="front_left", time_s=1.24, frame=31)
-    w.visual("image", camera="rear", time_s=0.0, codes=[5, 7, 65535])
+    w.visual("image", camera="back", time_s=0.0, codes=[5, 7, 65535])
     enc = proc.finish([w])[0]
     mods = [MODALITIES[m] for m in enc.modality]
     assert mods[:5] == ["special", "camera", "time", "time", "special"]
@@ -126,7 +126,7 @@ def test_camera_and_time_tokens_around_visual_spans(bundle):
     a, b = proc.decode(enc.ids).spans
     assert (a.pad, a.camera, a.frame, a.codes) == ("video", "front_left", 31, None)
     assert a.time_s == pytest.approx(1.24)
-    assert b.camera == "rear" and b.codes.tolist() == [5, 7, 65535]
+    assert b.camera == "back" and b.codes.tolist() == [5, 7, 65535]
     with pytest.raises(ProcessorError, match="unknown camera"):
         proc.writer().visual(camera="roof")
     with pytest.raises(ProcessorError, match="outside the time range"):
@@ -184,8 +184,8 @@ def test_3d_handler_and_blender_script(bundle):
 
 
 def test_new_modality_is_one_small_handler(bundle):
-    class RigHandler:  # what a driving-rig handler looks like
-        modality = "rig"
+    class LidarHandler:  # what a new modality's handler looks like
+        modality = "lidar"
 
         def encode(self, sample, w):
             for i, cam in enumerate(bundle.layout.config.cameras):
@@ -193,10 +193,10 @@ def test_new_modality_is_one_small_handler(bundle):
             w.actions(*drives(n=1, steps=10)[0])
 
     proc = bundle.processor()
-    sample = SimpleNamespace(key="r", meta=SimpleNamespace(modality="rig"), payloads={})
-    with pytest.raises(ProcessorError, match="no handler for modality 'rig'"):
+    sample = SimpleNamespace(key="r", meta=SimpleNamespace(modality="lidar"), payloads={})
+    with pytest.raises(ProcessorError, match="no handler for modality 'lidar'"):
         proc.encode(sample)
-    proc.register(RigHandler())
+    proc.register(LidarHandler())
     dec = proc.decode(proc.encode(sample).ids)
     assert [s.camera for s in dec.of("visual")] == list(bundle.layout.config.cameras)
     assert dec.of("actions")[0].values.shape == (10, 4)

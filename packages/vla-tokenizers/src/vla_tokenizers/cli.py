@@ -121,6 +121,9 @@ def build(
             elif m == "actions":
                 values = np.load(io.BytesIO(sample.payloads["actions.npy"]), allow_pickle=False)
                 streams.append((values, sample.meta.dims))
+            elif m == "rig":  # its actions at the reference ticks
+                values = np.load(io.BytesIO(sample.payloads["actions.npy"]), allow_pickle=False)
+                streams.append((values, sample.meta.action_dims))
     except ValueError as e:
         _fail(str(e))
     for f in text_files:
@@ -315,3 +318,8 @@ def shards(inputs, bundle, out, workers, ipa, ipa_language, actions, bucket_by, 
             f"warning: {report.rejected} samples rejected, see {Path(out) / 'rejects.jsonl'}",
             err=True,
         )
+
+
+from vla_tokenizers.codecs.cli import codec as _codec_group  # noqa: E402  (learned codecs)
+
+main.add_command(_codec_group)

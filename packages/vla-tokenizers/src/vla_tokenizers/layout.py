@@ -54,7 +54,14 @@ MODALITIES: tuple[str, ...] = (
 )
 MODALITY_CODE = {m: i for i, m in enumerate(MODALITIES)}
 
-DEFAULT_CAMERAS = ("front", "front_left", "front_right", "rear", "rear_left", "rear_right")
+DEFAULT_CAMERAS = (
+    "front",
+    "front_left",
+    "front_right",
+    "back",
+    "back_left",
+    "back_right",
+)  # as vla-data rigs
 
 
 class LayoutConfig(BaseModel):

@@ -367,11 +367,43 @@ class Mesh3DHandler:
             w.mesh_obj(parts["obj"])
 
 
+class RigHandler:
+    """A synchronised driving rig (vla-data `rig` samples): for every reference tick, one
+    unfilled video span per camera that has a frame at that tick (camera, time since the rig's
+    start, frame index), then that tick's action step. A camera without a frame at a tick
+    (dropped or missing) simply has no span there."""
+
+    modality = "rig"
+
+    def encode(self, sample, w: SpanWriter) -> None:
+        def array(part: str) -> np.ndarray:
+            try:
+                return np.load(io.BytesIO(_payload(sample, part)), allow_pickle=False)
+            except ValueError as e:
+                raise ProcessorError(f"sample {sample.key!r}: unreadable {part} ({e})") from None
+
+        ticks, frames, actions = array("timestamps.npy"), array("frames.npy"), array("actions.npy")
+        from vla_data.rig.layout import CAMERAS as cameras  # frames.npy's column order
+
+        if frames.shape != (len(ticks), len(cameras)) or len(actions) != len(ticks):
+            raise ProcessorError(
+                f"sample {sample.key!r}: {len(ticks)} ticks but frames {frames.shape}, "
+                f"actions {actions.shape} for cameras {cameras}"
+            )
+        for t, tick in enumerate(ticks):
+            time_s = (int(tick) - int(ticks[0])) / 1e6
+            for c, camera in enumerate(cameras):
+                if frames[t, c] >= 0:
+                    w.visual("video", camera=camera, time_s=time_s, frame=int(frames[t, c]))
+            w.actions(actions[t : t + 1], sample.meta.action_dims)
+
+
 DEFAULT_HANDLERS: tuple[Handler, ...] = (
     TextHandler(),
     AudioHandler(),
     ImageHandler(),
     ActionsHandler(),
+    RigHandler(),
 )
 
 
