@@ -93,3 +93,26 @@ def test_config_writes_loadable_file(tmp_path) -> None:
     assert r.exit_code == 0
     assert ModelConfig.load(out) == get_preset("vla-10b-moe")
     assert json.loads(run("config", "tiny-dense").output)["name"] == "tiny-dense"
+
+
+def test_megatron_config() -> None:
+    r = run("megatron-config", "vla-10b-moe")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    tc = d["transformer_config"]
+    assert tc["num_moe_experts"] == 64 and tc["moe_router_topk"] == 8
+    assert tc["num_query_groups"] == 4 and tc["kv_channels"] == 128
+    assert tc["moe_grouped_gemm"] is True and tc["bf16"] is True
+    assert tc["activation_func"] == "silu" and tc["params_dtype"] == "bfloat16"
+    assert d["gpt_model"]["vocab_size"] == 152064
+    r = run("megatron-config", "tiny-moe", "--layer-spec", "local", "--dtype", "float32")
+    assert json.loads(r.output)["transformer_config"]["moe_grouped_gemm"] is False
+
+
+def test_megatron_config_names_what_megatron_cannot_express(tmp_path) -> None:
+    cfg = get_preset("tiny-moe").replace(
+        moe={**get_preset("tiny-moe").moe.model_dump(), "top_k": 1}
+    )
+    path = cfg.save(tmp_path / "config.json")
+    r = run("megatron-config", str(path))
+    assert r.exit_code != 0 and "softmax router and top_k = 1" in r.output

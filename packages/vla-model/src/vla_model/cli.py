@@ -1,4 +1,4 @@
-"""The `vla-model` command line (click): presets, describe, config."""
+"""The `vla-model` command line (click): presets, describe, config, megatron-config."""
 
 from __future__ import annotations
 
@@ -201,3 +201,48 @@ def config_cmd(spec: str, out: str | None, vocab_layout: str | None) -> None:
         click.echo(cfg.to_json(), nl=False)
     else:
         click.echo(f"wrote {cfg.save(Path(out))}")
+
+
+@main.command("megatron-config")
+@click.argument("spec")
+@click.option(
+    "--layer-spec",
+    type=click.Choice(["te", "local"]),
+    default="te",
+    show_default=True,
+    help="Layer spec the config is for (te: grouped experts, local: sequential).",
+)
+@click.option(
+    "--dtype",
+    type=click.Choice(["float32", "bfloat16"]),
+    default="bfloat16",
+    show_default=True,
+)
+@click.option(
+    "--vocab-layout",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Take vocab_size from this vocab_layout.json.",
+)
+def megatron_config_cmd(spec: str, layer_spec: str, dtype: str, vocab_layout: str | None) -> None:
+    """Print the megatron-core TransformerConfig fields (JSON) that realise SPEC (preset or
+    config.json), or fail naming every option megatron-core cannot express."""
+    import torch
+
+    from vla_model.megatron import MegatronConfigError, transformer_config_kwargs
+
+    cfg = _load(spec, vocab_layout)
+    try:
+        kw = transformer_config_kwargs(cfg, spec=layer_spec, params_dtype=getattr(torch, dtype))
+    except MegatronConfigError as err:
+        raise click.ClickException(str(err)) from None
+    kw["activation_func"] = kw["activation_func"].__name__
+    kw["params_dtype"] = dtype
+    gpt = {
+        "vocab_size": cfg.vocab_size,
+        "max_sequence_length": cfg.max_position_embeddings,
+        "share_embeddings_and_output_weights": cfg.tie_embeddings,
+        "position_embedding_type": "rope",
+        "rotary_base": cfg.rope_theta,
+    }
+    click.echo(json.dumps({"transformer_config": kw, "gpt_model": gpt}, indent=2))

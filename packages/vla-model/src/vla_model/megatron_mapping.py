@@ -4,15 +4,21 @@ Covers the unsharded (`tp = pp = ep = 1`) `state_dict()` of a `GPTModel` built f
 config with either layer spec:
 
 - `te`: `get_gpt_layer_with_transformer_engine_spec` / `get_gpt_decoder_block_spec(..., True)`:
-  the input norm is fused into `linear_qkv`, a dense layer's pre-MLP norm into `linear_fc1`,
-  experts are a `TEGroupedMLP` (`linear_fc1.weight{j}`); also the names megatron's
-  `dist_checkpointing` uses for both specs.
-- `local`: `get_gpt_layer_local_spec` / `get_gpt_decoder_block_spec(..., False)`: separate norms,
-  experts are a `SequentialMLP` (`local_experts.{j}.linear_fc1.weight`).
+  the input norm is fused into `linear_qkv` (`layer_norm_weight`), a dense layer's pre-MLP norm
+  into `linear_fc1`; an MoE layer keeps its own `pre_mlp_layernorm`. These are also the names
+  megatron's `dist_checkpointing` uses for both specs.
+- `local`: `get_gpt_layer_local_spec` / `get_gpt_decoder_block_spec(..., False)`: separate norms.
 
-Two tensor transforms besides renaming: `qkv` (megatron interleaves per KV group:
-`[q heads of group g, k_g, v_g]` rows for g = 0..groups-1) and `glu` (`linear_fc1` = rows of the
-gate projection, then the up projection). Megatron-core imports nothing here.
+Routed experts come in two layouts, chosen by `TransformerConfig.moe_grouped_gemm`:
+`grouped` (`TEGroupedMLP`, TE spec only: `mlp.experts.linear_fc1.weight{j}`) and `sequential`
+(`SequentialMLP`, either spec: `mlp.experts.local_experts.{j}.linear_fc1.weight`). The default
+is grouped for `te` and sequential for `local` (megatron's legacy `GroupedMLP`, local spec with
+grouped GEMM, is not supported).
+
+Two tensor transforms besides renaming: `qkv` (megatron's `linear_qkv` is
+`[groups, (q_per_group + 2) * head_dim, hidden]` flattened: the query heads of group g, then
+k_g, then v_g, for g = 0..groups-1) and `glu` (`linear_fc1` = rows of the gate projection, then
+the up projection). Megatron-core imports nothing here.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import torch
 from vla_model.config import ModelConfig
 
 Spec = Literal["te", "local"]
+ExpertLayout = Literal["grouped", "sequential"]
 Transform = Literal["copy", "qkv", "glu"]
 Scope = Literal["global", "all", "dense", "moe", "expert"]
 
@@ -38,7 +45,8 @@ class MegatronMappingError(ValueError):
 @dataclass(frozen=True)
 class Rule:
     """Our weight(s) -> one megatron-core weight. `{i}` = layer, `{j}` = expert (ours stack
-    experts on dim 0, megatron keeps one tensor per expert)."""
+    experts on dim 0, megatron keeps one tensor per expert). For `expert` rules `te` is the
+    grouped name and `local` the sequential one, whatever the spec."""
 
     ours: tuple[str, ...]
     te: str
@@ -162,13 +170,34 @@ RULES: tuple[Rule, ...] = (
 )
 
 
-def _check(cfg: ModelConfig, spec: str) -> None:
+def default_expert_layout(spec: Spec) -> ExpertLayout:
+    """`grouped` (TEGroupedMLP) for the TE spec, `sequential` (SequentialMLP) for the local one."""
+    return "grouped" if spec == "te" else "sequential"
+
+
+def megatron_name(rule: Rule, spec: Spec, experts: ExpertLayout) -> str:
+    """The megatron-core name pattern of `rule` for this spec and expert layout."""
+    if rule.scope == "expert":
+        return rule.te if experts == "grouped" else rule.local
+    return getattr(rule, spec)
+
+
+def _check(cfg: ModelConfig, spec: str, experts: str | None) -> ExpertLayout:
     if spec not in ("te", "local"):
         raise MegatronMappingError(f"spec must be 'te' or 'local', not '{spec}'")
+    experts = experts or default_expert_layout(spec)  # type: ignore[arg-type]
+    if experts not in ("grouped", "sequential"):
+        raise MegatronMappingError(f"experts must be 'grouped' or 'sequential', not '{experts}'")
+    if experts == "grouped" and spec == "local" and cfg.is_moe:
+        raise MegatronMappingError(
+            "grouped experts need the TE spec (TEGroupedMLP); megatron's legacy GroupedMLP "
+            "(local spec + moe_grouped_gemm) is not supported: use experts='sequential'"
+        )
     if cfg.extras.enabled:
         raise MegatronMappingError(
             f"VLA extras {cfg.extras.enabled} have no megatron-core GPTModel counterpart"
         )
+    return experts  # type: ignore[return-value]
 
 
 def _qkv_fuse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
@@ -198,10 +227,14 @@ def _rules_for_layer(is_moe: bool) -> list[Rule]:
 
 
 def to_megatron_state_dict(
-    state_dict: Mapping[str, torch.Tensor], cfg: ModelConfig, spec: Spec = "te"
+    state_dict: Mapping[str, torch.Tensor],
+    cfg: ModelConfig,
+    spec: Spec = "te",
+    experts: ExpertLayout | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Our state dict -> megatron-core `GPTModel` names and layouts (unsharded)."""
-    _check(cfg, spec)
+    """Our state dict -> megatron-core `GPTModel` names and layouts (unsharded); `experts`
+    defaults to `default_expert_layout(spec)`."""
+    experts = _check(cfg, spec, experts)
     sd = dict(state_dict)
     out: dict[str, torch.Tensor] = {}
     used: set[str] = set()
@@ -220,7 +253,7 @@ def to_megatron_state_dict(
             out[getattr(rule, spec)] = t
     for i, is_moe in enumerate(cfg.moe_layers):
         for rule in _rules_for_layer(is_moe):
-            target = getattr(rule, spec)
+            target = megatron_name(rule, spec, experts)
             srcs = [take(n.format(i=i)) for n in rule.ours]
             if any(s is None for s in srcs):
                 continue
@@ -243,10 +276,13 @@ def to_megatron_state_dict(
 
 
 def from_megatron_state_dict(
-    state_dict: Mapping[str, torch.Tensor], cfg: ModelConfig, spec: Spec = "te"
+    state_dict: Mapping[str, torch.Tensor],
+    cfg: ModelConfig,
+    spec: Spec = "te",
+    experts: ExpertLayout | None = None,
 ) -> dict[str, torch.Tensor]:
     """megatron-core `GPTModel` weights (unsharded) -> our names; skips `_extra_state` keys."""
-    _check(cfg, spec)
+    experts = _check(cfg, spec, experts)
     sd = {k: v for k, v in state_dict.items() if not k.endswith("_extra_state")}
     out: dict[str, torch.Tensor] = {}
     used: set[str] = set()
@@ -259,7 +295,10 @@ def from_megatron_state_dict(
             names = [n.format(i=i) for n in rule.ours]
             if rule.scope == "expert":
                 pat = re.compile(
-                    re.escape(getattr(rule, spec).format(i=i, j="@")).replace("@", r"(\d+)") + "$"
+                    re.escape(megatron_name(rule, spec, experts).format(i=i, j="@")).replace(
+                        "@", r"(\d+)"
+                    )
+                    + "$"
                 )
                 found = {int(m[1]): k for k in sd if (m := pat.match(k))}
                 if not found:
@@ -278,7 +317,7 @@ def from_megatron_state_dict(
                 else:
                     out[names[0]] = torch.stack(tensors)
                 continue
-            key = getattr(rule, spec).format(i=i)
+            key = megatron_name(rule, spec, experts).format(i=i)
             if key not in sd:
                 continue
             used.add(key)
