@@ -40,6 +40,10 @@ def _jsonl_lines(data: bytes) -> list[bytes]:
 
 def _records_in(root: Path, rel: str) -> int:
     """Count input records of one file by the corpus rules (an empty container counts 1)."""
+    if rel.endswith(".transcript.json"):  # a sidecar: part of its audio file's record
+        return 0
+    if "/rig" in rel or rel.startswith("rigs/"):  # a rig folder is one record: its rig.json
+        return int(rel.endswith("/rig.json"))
     data = (root / rel).read_bytes()
     if rel.endswith(".gz"):
         data = gzip.decompress(data)
@@ -85,24 +89,46 @@ def test_manifest_matches_files_on_disk(corpus):
     assert sorted(on_disk) == sorted(corpus.files)
     assert CorpusManifest.load(corpus.root) == corpus
     assert sum(_records_in(corpus.root, rel) for rel in corpus.files) == corpus.expected_records
-    assert set(corpus.corrupt) == {rel for rel in corpus.files if rel.startswith("bad/")}
-    assert corpus.expected_quarantined == len(corpus.corrupt) == 17
+    bad = {rel for rel, k in corpus.files.items() if rel.startswith("bad/") and k != "rig-member"}
+    assert set(corpus.corrupt) == bad  # a rig folder is accounted by its rig.json
+    assert corpus.expected_quarantined == len(corpus.corrupt) == 18
     assert corpus.files["bad/unknown.xyz"] == "unknown"
     assert corpus.files["text/web.jsonl.gz"] == "text"
     kinds = {kind for rel, kind in corpus.files.items() if not rel.startswith("bad/")}
-    assert kinds == {"text", "audio", "image", "actions"}
-    assert [Path(s).name for s in corpus.sources] == ["actions", "audio", "bad", "images", "text"]
-    assert sum(len(b) for b in on_disk.values()) < 3_000_000
+    assert kinds == {"text", "audio", "image", "actions", "rig", "rig-member", "mesh", "transcript"}
+    assert [Path(s).name for s in corpus.sources] == [
+        "actions",
+        "audio",
+        "bad",
+        "images",
+        "objects",
+        "rigs",
+        "speech",
+        "text",
+    ]
+    rig_bytes = sum(len(b) for rel, b in on_disk.items() if rel.startswith(("rigs/", "bad/rig")))
+    assert sum(len(b) for b in on_disk.values()) - rig_bytes < 3_000_000
 
 
 def test_clean_corpus_and_scale(tmp_path):
     one = generate_corpus(tmp_path / "one")
     assert one.expected_quarantined == 0 and one.corrupt == {}
     assert not any(rel.startswith("bad/") for rel in one.files)
-    media = sum(1 for kind in one.files.values() if kind != "text")
-    assert one.expected_records == 30 + 20 + 10 + 20 + 12 + 2 + media  # + 12 textbook lessons
+    fixed = {  # not multiplied by scale: the drive, the Blender objects and their renders
+        rel
+        for rel, kind in one.files.items()
+        if kind in ("rig", "mesh") or rel.startswith("images/objects/")
+    }
+    media = sum(
+        1
+        for rel, kind in one.files.items()
+        if kind in ("audio", "image", "actions") and rel not in fixed
+    )
+    assert sum(kind == "rig" for kind in one.files.values()) == 1  # size "tiny": one drive
+    assert len(fixed) == 1 + 3 * 4 + 4
+    assert one.expected_records == 30 + 20 + 10 + 20 + 12 + 2 + media + len(fixed)  # 12 lessons
     three = generate_corpus(tmp_path / "three", scale=3)
-    assert three.expected_records == 3 * (one.expected_records - 2) + 2
+    assert three.expected_records == 3 * (one.expected_records - 2 - len(fixed)) + 2 + len(fixed)
     with pytest.raises(FileExistsError):
         generate_corpus(tmp_path / "one")
 
@@ -155,7 +181,7 @@ def test_audio_is_speech_like():
 
 def test_images(corpus):
     images = [rel for rel in corpus.files if rel.startswith("images/")]
-    assert 5 <= len(images) <= 8
+    assert 5 + 4 <= len(images) <= 8 + 4  # + renders of the 4 Blender objects
     formats = {".jpg": "JPEG", ".png": "PNG", ".webp": "WEBP"}
     for rel in images:
         with Image.open(corpus.root / rel) as img:

@@ -41,7 +41,7 @@ def test_corrupt_corpus_is_fully_accounted(tmp_path):
     assert garbage and garbage[0] == (corpus.root / "bad/garbage.wav").read_bytes()
 
     stats = dataset_stats(out)
-    assert set(stats["by_modality"]) == {"text", "audio", "image", "actions"}
+    assert set(stats["by_modality"]) == {"text", "audio", "image", "actions", "rig", "mesh"}
     assert stats["audio_hours"] > 0
 
 

@@ -55,6 +55,28 @@ def main() -> None:
 @click.option(
     "--action-dims", default=None, help="Comma-separated names for plain .npy action columns."
 )
+@click.option(
+    "--transcript-language",
+    default=None,
+    help="Language of transcripts whose sidecar names none (en, cmn, yue, hak, ...; auto = LID).",
+)
+@click.option("--ipa/--no-ipa", default=True, show_default=True, help="IPA layer for transcripts.")
+@click.option(
+    "--speech-checks/--no-speech-checks",
+    default=True,
+    show_default=True,
+    help="VAD, loudness, clipping and silence checks on audio.",
+)
+@click.option(
+    "--blender-timeout",
+    "blender_timeout_s",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Wall-clock seconds per Blender script (run sandboxed).",
+)
+@click.option("--blender-cpu", "blender_cpu_s", type=int, default=60, show_default=True)
+@click.option("--blender-memory-mb", type=int, default=4096, show_default=True)
 @click.option("--max-shard-count", default=10_000, show_default=True)
 @click.option("--max-shard-mb", default=1024, show_default=True)
 @click.option(
@@ -83,6 +105,7 @@ def ingest(
     tasks,
     workers,
     as_json,
+    **speech_and_3d,
 ) -> None:
     """Ingest SOURCES (files, folders, globs or fsspec URLs) into the dataset folder OUT.
 
@@ -105,6 +128,7 @@ def ingest(
         max_shard_count=max_shard_count,
         max_shard_bytes=max_shard_mb << 20,
         tasks=tasks,
+        **speech_and_3d,
     )
     if workers is not None:
         options["workers"] = workers
@@ -429,13 +453,20 @@ def train_classifier(train, out, valid, holdout, **options) -> None:
     "--corrupt", is_flag=True, help="Add one bad file of every kind ingest must quarantine."
 )
 @click.option("--seed", default=0, show_default=True)
-@click.option("--scale", default=1, show_default=True, help="Multiply the number of good files.")
-def sample_corpus(out, corrupt, seed, scale) -> None:
+@click.option(
+    "--size",
+    type=click.Choice(["tiny", "small"]),
+    default="tiny",
+    show_default=True,
+    help="tiny: one 2 s drive (tests, main job); small: 4x records, three 10 s drives.",
+)
+@click.option("--scale", type=int, default=None, help="Override the size's record multiplier.")
+def sample_corpus(out, corrupt, seed, size, scale) -> None:
     """Generate the embedded offline sample corpus of raw files (deterministic for a seed)."""
     from vla_data.corpus import generate_corpus
 
     try:
-        manifest = generate_corpus(Path(out), corrupt=corrupt, seed=seed, scale=scale)
+        manifest = generate_corpus(Path(out), corrupt=corrupt, seed=seed, size=size, scale=scale)
     except (FileExistsError, ValueError) as e:
         _fail(str(e))
     click.echo(
@@ -443,6 +474,12 @@ def sample_corpus(out, corrupt, seed, scale) -> None:
         f"({manifest.expected_quarantined} to quarantine) -> {out}"
     )
 
+
+from vla_data.rig.cli import rig_check  # noqa: E402  (driving rigs)
+from vla_data.video.cli import cost  # noqa: E402  (video storage cost model)
+
+main.add_command(rig_check)
+main.add_command(cost)
 
 if __name__ == "__main__":
     main()

@@ -46,6 +46,10 @@ _KINDS = {
     ".webp": "image",
     ".npy": "actions",
     ".csv": "actions",
+    ".py": "mesh",  # a procedural Blender script
+    ".obj": "mesh",
+    ".x3d": "mesh",
+    ".ply": "mesh",
 }
 
 # Original sentences, a few per language, mixed into text records.
@@ -210,6 +214,8 @@ class CorpusManifest:
 def kind_of(rel: str) -> str:
     """The input kind of a path, by extension (a `.gz` on a text format is looked through)."""
     name = rel.lower().removesuffix(".gz")
+    if name.endswith(".transcript.json"):
+        return "transcript"
     return _KINDS.get(PurePosixPath(name).suffix, "unknown")
 
 
@@ -618,17 +624,115 @@ def _write_corrupt(w: _Writer, seed: int) -> None:
     )
 
 
+# --- speech and 3D ---------------------------------------------------------------------------
+
+# (language code of the transcript, espeak-ng voice): IPA-layer languages incl. a dialect (yue)
+SPEECH_VOICES = (("en", "en-us"), ("cmn", "cmn"), ("yue", "yue"), ("de", "de"), ("fr", "fr"))
+_SENTENCE_KEY = {"cmn": "zh"}
+
+
+def _write_speech(w: _Writer, seed: int, scale: int) -> None:
+    """Sentences spoken by espeak-ng (padded with silence) as FLAC + transcript sidecars."""
+    from vla_data.speech.synth import synthesize
+
+    rng = _rng(seed, "speech")
+    for copy in range(scale):
+        for lang, voice in SPEECH_VOICES:
+            pool = SENTENCES[_SENTENCE_KEY.get(lang, lang)]
+            text = pool[int(rng.integers(len(pool)))]
+            pcm, rate = synthesize(text, voice, words_per_minute=int(rng.integers(140, 180)))
+            pad = np.zeros(int(0.3 * rate), dtype=np.float32)
+            wave = np.concatenate([pad, pcm.astype(np.float32) / 32768.0, pad])[None]
+            stem = _copy_name(f"speech/{lang}_{voice.replace('-', '_')}", copy)
+            w.add(f"{stem}.flac", encode_audio(wave, rate, "flac", "flac"))
+            sidecar = {"text": text, "language": lang, "speaker": f"espeak-ng:{voice}"}
+            w.add(f"{stem}.transcript.json", _jsonl([sidecar]), records=0)
+
+
+def _write_objects(w: _Writer, seed: int) -> None:
+    """Parametric Blender scripts, their OBJ (run in the sandbox here) and X3D, and a render."""
+    from vla_data.corpus_objects import blender_scripts, render_mesh
+    from vla_data.mesh.obj import parse_obj
+    from vla_data.mesh.sandbox import run_script
+    from vla_data.mesh.x3d import write_x3d
+
+    for name, script in blender_scripts(_rng(seed, "objects")).items():
+        obj = run_script(script).obj
+        mesh = parse_obj(obj)
+        w.add(f"objects/{name}.blend.py", script.encode())
+        w.add(f"objects/{name}.obj", obj)
+        w.add(f"objects/{name}.x3d", write_x3d(mesh, title=f"{name} (vla-data sample corpus)"))
+        w.add(f"images/objects/{name}.png", render_mesh(mesh))
+
+
+# --- driving rigs -----------------------------------------------------------------------------
+
+SIZES = {
+    "tiny": {"scale": 1, "rigs": 1, "rig_seconds": 2.0},
+    "small": {"scale": 4, "rigs": 3, "rig_seconds": 10.0},
+}
+
+
+def _register_folder(w: _Writer, folder: Path, records: int, bad: int = 0, why: str = "") -> None:
+    """Account for a folder written by another writer (a rig: one record for all its files)."""
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        rel = path.relative_to(w.root).as_posix()
+        w.files[rel] = "rig" if path.name == "rig.json" else "rig-member"
+    w.records += records
+    w.quarantined += bad
+    if why:
+        w.corrupt[(folder / "rig.json").relative_to(w.root).as_posix()] = why
+
+
+def _write_rigs(w: _Writer, seed: int, n: int, seconds: float) -> None:
+    """``n`` simulated drives: six cameras at 480p@12Hz (H.264), timestamps, CAN, ego pose."""
+    from vla_data.rig.synthetic import synthetic_rig
+
+    for i in range(n):
+        folder = w.root / "rigs" / f"drive_{i:03d}"
+        synthetic_rig(
+            folder,
+            seconds=seconds,
+            width=640,
+            height=480,
+            content="sim",
+            seed=seed * 1000 + i,
+            rig_id=f"sim-drive-{seed}-{i}",
+        )
+        _register_folder(w, folder, records=1)
+
+
+def _write_bad_rig(w: _Writer, seed: int) -> None:
+    from vla_data.rig.synthetic import synthetic_rig
+
+    folder = w.root / "bad" / "rig_truncated"
+    synthetic_rig(folder, seconds=1.0, width=64, height=48, seed=seed)
+    mp4 = folder / json.loads((folder / "rig.json").read_text())["cameras"]["front"]["video"]
+    mp4.write_bytes(mp4.read_bytes()[: mp4.stat().st_size // 3])
+    _register_folder(w, folder, records=1, bad=1, why="rig whose front camera mp4 is truncated")
+
+
 def generate_corpus(
-    out: str | Path, *, corrupt: bool = False, seed: int = 0, scale: int = 1
+    out: str | Path,
+    *,
+    corrupt: bool = False,
+    seed: int = 0,
+    scale: int | None = None,
+    size: str = "tiny",
 ) -> CorpusManifest:
     """Write the sample corpus (and `manifest.json`) into `out`, which must be empty or absent.
 
-    `seed` picks the content (same seed, same bytes); `scale` multiplies the good records:
-    text files get `scale` times the records, audio, image and action files `scale` copies.
+    `seed` picks the content (same seed, same bytes). `size` is `tiny` (one 2 s simulated
+    6-camera drive; the README's main job and the tests) or `small` (scale 4, three 10 s drives);
+    `scale` overrides its multiplier of the good records: text files get `scale` times the
+    records, audio, image and action files `scale` copies.
     `corrupt=True` adds `bad/`, one file per kind of bad input, each one quarantined record
     (the JSON Lines ones also hold good records). Ingest `manifest.sources`, not `out`:
     `manifest.json` is not an input.
     """
+    if size not in SIZES:
+        raise ValueError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
+    scale = SIZES[size]["scale"] if scale is None else scale
     if scale < 1:
         raise ValueError(f"scale must be >= 1, got {scale}")
     root = Path(out).absolute()
@@ -640,8 +744,12 @@ def generate_corpus(
     _write_audio(w, seed, scale)
     _write_images(w, seed, scale)
     _write_actions(w, seed, scale)
+    _write_speech(w, seed, scale)
+    _write_objects(w, seed)
+    _write_rigs(w, seed, SIZES[size]["rigs"], SIZES[size]["rig_seconds"])
     if corrupt:
         _write_corrupt(w, seed)
+        _write_bad_rig(w, seed)
     manifest = CorpusManifest(
         root=root,
         files=dict(sorted(w.files.items())),

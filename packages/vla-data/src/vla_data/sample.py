@@ -27,6 +27,8 @@ class Modality(StrEnum):
     AUDIO = "audio"
     IMAGE = "image"
     ACTIONS = "actions"
+    MESH = "mesh"
+    RIG = "rig"
 
 
 class _Meta(BaseModel):
@@ -40,6 +42,44 @@ class TextMeta(_Meta):
     ipa_fallback: bool = False
 
 
+class IpaLayer(_Meta):
+    """IPA of a transcript (phonemizer's espeak-ng backend), stored beside it (see vla_data.speech).
+
+    `words` are the transcript's words (whitespace tokens; one per CJK character), `word_ipa`
+    their IPA. `alignment`: `aligned` when the utterance IPA has exactly one word per transcript
+    word (then `word_ipa` are its words), `isolated` when espeak merged or split words (then
+    each word was phonemized on its own), `empty` when the transcript has no words.
+    `foreign_words` counts words espeak read with another voice (e.g. Han characters under hak).
+    """
+
+    language: str
+    voice: str
+    backend: str
+    ipa: str
+    words: list[str]
+    word_ipa: list[str]
+    alignment: Literal["aligned", "isolated", "empty"]
+    transcript_words: int = Field(ge=0)
+    ipa_words: int = Field(ge=0)
+    foreign_words: int = Field(0, ge=0)
+
+
+class SpeechChecks(_Meta):
+    """Signal checks of a recording (see vla_data.speech); levels in dBFS floor at -120."""
+
+    peak_dbfs: float
+    rms_dbfs: float
+    loudness_lufs: float | None = None  # ITU-R BS.1770-4 integrated; None under 0.4 s or gated
+    clipped_fraction: float = Field(ge=0, le=1)
+    clipped_runs: int = Field(ge=0)
+    speech_ratio: float = Field(ge=0, le=1)
+    segments: list[tuple[float, float]] = Field(default_factory=list)  # VAD, seconds
+    leading_silence_s: float = Field(ge=0)
+    trailing_silence_s: float = Field(ge=0)
+    vad: str
+    issues: list[str] = Field(default_factory=list)
+
+
 class AudioMeta(_Meta):
     modality: Literal["audio"] = "audio"
     sample_rate: int = Field(gt=0)
@@ -48,6 +88,9 @@ class AudioMeta(_Meta):
     source_sample_rate: int = Field(gt=0)
     source_codec: str
     transcript: str | None = None
+    language: str | None = None  # of the transcript
+    ipa: IpaLayer | None = None
+    speech: SpeechChecks | None = None
 
 
 class ImageMeta(_Meta):
@@ -68,7 +111,95 @@ class ActionsMeta(_Meta):
     rate_hz: float | None = Field(default=None, gt=0)
 
 
-Meta = Annotated[TextMeta | AudioMeta | ImageMeta | ActionsMeta, Field(discriminator="modality")]
+class MeshMeta(_Meta):
+    """A 3D sample (see vla_data.mesh): parts `obj` (canonical geometry) and `x3d` always, plus
+    the source `blend.py`, `ply` or `pcd`. Geometry checks are counts; bbox over finite vertices."""
+
+    modality: Literal["mesh"] = "mesh"
+    source_format: Literal["blend.py", "obj", "ply", "pcd", "x3d"]
+    vertices: int = Field(ge=0)
+    faces: int = Field(ge=0)
+    triangles: int = Field(ge=0)
+    objects: list[str] = Field(default_factory=list)
+    point_cloud: bool = False
+    bbox_min: list[float] | None = Field(None, min_length=3, max_length=3)
+    bbox_max: list[float] | None = Field(None, min_length=3, max_length=3)
+    non_finite_vertices: int = Field(0, ge=0)
+    degenerate_faces: int = Field(0, ge=0)
+    boundary_edges: int = Field(0, ge=0)
+    non_manifold_edges: int = Field(0, ge=0)
+    watertight: bool = False
+    winding_consistent: bool | None = None
+    issues: list[str] = Field(default_factory=list)
+    sandbox: dict[str, Any] | None = None  # blend.py: isolation applied, seconds, CPU, memory
+
+
+RIG_CAMERAS = ("front", "front_left", "front_right", "back", "back_left", "back_right")
+
+
+class RigCameraMeta(_Meta):
+    """One camera of a rig sample: calibration (nuScenes conventions), decode and clock facts."""
+
+    width: int = Field(gt=0)
+    height: int = Field(gt=0)
+    intrinsic: list[list[float]] = Field(min_length=3, max_length=3)  # 3x3 pinhole
+    translation: list[float] = Field(min_length=3, max_length=3)  # camera origin in ego, metres
+    rotation: list[float] = Field(min_length=4, max_length=4)  # camera -> ego, quaternion w,x,y,z
+    frames: int = Field(ge=0)
+    codec: str
+    source: Literal["mp4", "images"]
+    offset_ms: float = 0.0  # clock offset against the rig's consensus clock (corrected if set)
+    drift_ppm: float = 0.0
+    black_frames: int = Field(0, ge=0)
+    frozen_frames: int = Field(0, ge=0)
+    blurry_frames: int = Field(0, ge=0)
+
+
+class RigDefect(_Meta):
+    """A synchronisation defect found in a rig (reported, not fatal)."""
+
+    kind: Literal[
+        "missing_camera",
+        "dropped_frames",
+        "duplicate_timestamps",
+        "clock_offset",
+        "clock_drift",
+        "unsynced_frames",
+        "frame_rate",
+        "actions_out_of_range",
+        "can_gap",
+        "ego_pose_out_of_range",
+    ]
+    camera: str | None = None
+    count: int = Field(1, ge=0)
+    where: list[int] = Field(default_factory=list)  # tick or frame indices (first 100)
+    value: float | None = None  # ms for offsets and gaps, ppm for drift, Hz for frame rates
+    detail: str = ""
+
+
+class RigMeta(_Meta):
+    """A synchronised 6-camera driving rig: parts `<camera>.mp4`, `<camera>.timestamps.npy`,
+    `timestamps.npy` (reference ticks, us), `frames.npy` (ticks x 6 frame indices, -1 = none),
+    `actions.npy` (ticks x dims), `can.npy` (raw CAN) and, if given, `ego_pose.npy`."""
+
+    modality: Literal["rig"] = "rig"
+    rate_hz: float = Field(gt=0)
+    tolerance_ms: float = Field(gt=0)
+    ticks: int = Field(ge=0)
+    start_us: int
+    duration_s: float = Field(ge=0)
+    cameras: dict[str, RigCameraMeta]
+    missing_cameras: list[str] = Field(default_factory=list)
+    action_dims: list[str] = Field(min_length=1)
+    ego_pose: bool = False
+    clock_corrected: bool = True
+    defects: list[RigDefect] = Field(default_factory=list)
+
+
+Meta = Annotated[
+    TextMeta | AudioMeta | ImageMeta | ActionsMeta | RigMeta | MeshMeta,
+    Field(discriminator="modality"),
+]
 
 
 class Part(BaseModel):

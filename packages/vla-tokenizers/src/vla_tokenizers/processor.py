@@ -404,6 +404,7 @@ DEFAULT_HANDLERS: tuple[Handler, ...] = (
     ImageHandler(),
     ActionsHandler(),
     RigHandler(),
+    Mesh3DHandler("mesh"),
 )
 
 

@@ -1,4 +1,5 @@
-"""Audio: decode any container PyAV knows, resample, and store as FLAC."""
+"""Audio: decode any container PyAV knows, resample, and store as FLAC; pair a transcript
+sidecar and add its IPA layer and the signal checks (see `vla_data.speech`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import av
 
 from vla_data.ingest.base import FileContext, Record
 from vla_data.sample import AudioMeta
+from vla_data.speech.ingest import TranscriptError, speech_fields
 
 _LAYOUTS = {1: "mono", 2: "stereo"}
 
@@ -67,5 +69,13 @@ def read_audio(ctx: FileContext, f: IO[bytes]) -> Iterator[Record]:
         flac, meta = transcode_to_flac(raw, ctx.config.audio_rate, ctx.config.audio_channels)
     except (av.FFmpegError, ValueError, OSError) as e:
         yield ctx.bad(rid, "", f"undecodable audio: {e}", raw)
+        return
+    try:  # transcript sidecar, IPA layer, signal checks (vla_data.speech)
+        meta = meta.model_copy(update=speech_fields(ctx.url, raw, ctx.config))
+    except TranscriptError as e:
+        yield ctx.bad(rid, "", f"{ctx.name}: {e}", raw)
+        return
+    except (av.FFmpegError, ValueError, OSError) as e:
+        yield ctx.bad(rid, "", f"undecodable audio (speech checks): {e}", raw)
         return
     yield ctx.sample(rid, "", meta, {"flac": flac})

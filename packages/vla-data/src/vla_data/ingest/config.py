@@ -6,6 +6,7 @@ import os
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from vla_data.rig.config import RigSyncConfig
 from vla_data.shards import DEFAULT_MAX_BYTES, DEFAULT_MAX_COUNT
 
 
@@ -24,6 +25,17 @@ class IngestConfig(BaseModel):
     action_dims: list[str] | None = Field(
         None, description="names for plain (unstructured) .npy columns"
     )
+    rig: RigSyncConfig = Field(
+        default_factory=RigSyncConfig, description="driving-rig sync (rig.json may override)"
+    )
+    transcript_language: str | None = Field(
+        None, description="language of transcripts whose sidecar names none ('auto': language ID)"
+    )
+    ipa: bool = Field(True, description="add the IPA layer to transcripts (phonemizer/espeak-ng)")
+    speech_checks: bool = Field(True, description="VAD, loudness, clipping and silence checks")
+    blender_timeout_s: float = Field(60.0, gt=0, le=3600, description="wall clock per script")
+    blender_cpu_s: int = Field(60, ge=1, le=3600, description="CPU seconds per script")
+    blender_memory_mb: int = Field(4096, ge=256, description="address space per script (MiB)")
     max_shard_count: int = Field(DEFAULT_MAX_COUNT, ge=1)
     max_shard_bytes: int = Field(DEFAULT_MAX_BYTES, ge=1)
     tasks: int = Field(

@@ -11,6 +11,9 @@ import fsspec
 
 from vla_data.ingest import actions, audio, image, text
 from vla_data.ingest.base import FileContext, Record
+from vla_data.mesh import ingest as mesh
+from vla_data.rig.reader import claim_rig_files, read_rig
+from vla_data.speech.transcripts import read_transcript_sidecar
 
 COMPRESSION = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zst": "zstd"}
 Reader = Callable[[FileContext, IO[bytes]], Iterator[Record]]
@@ -32,6 +35,14 @@ READERS: dict[str, tuple[str, Reader]] = {
     ".webp": ("image", image.read_image),
     ".npy": ("actions", actions.read_actions),
     ".csv": ("actions", actions.read_actions),
+    ".rig": ("rig", read_rig),  # a folder with rig.json (see vla_data.rig.layout)
+    ".transcript.json": ("transcript", read_transcript_sidecar),  # read with its audio file
+    ".lab": ("transcript", read_transcript_sidecar),
+    ".py": ("mesh", mesh.read_blend_script),  # procedural Blender script, run sandboxed
+    ".obj": ("mesh", mesh.read_obj),
+    ".ply": ("mesh", mesh.read_ply_file),
+    ".pcd": ("mesh", mesh.read_pcd),
+    ".x3d": ("mesh", mesh.read_x3d),
 }
 
 
@@ -58,6 +69,8 @@ class InputFile:
 def classify(path: str) -> tuple[str, str | None]:
     """(format suffix, compression) of a path; compression only for text formats."""
     name = path.rsplit("/", 1)[-1].lower()
+    if name.endswith(".transcript.json"):
+        return ".transcript.json", None
     stem, dot, last = name.rpartition(".")
     if not dot:
         return "", None
@@ -92,6 +105,7 @@ def discover(sources: list[str]) -> list[InputFile]:
         if not paths:
             raise SourceError(f"input {src!r} matches no files")
         local = fs.protocol in ("file", ("file", "local")) or "file" in fs.protocol
+        paths, rigs = claim_rig_files(fs, paths, _fingerprint)  # a rig folder is one input
         for p in paths:
             info = fs.info(p)
             if info.get("type") == "directory":
@@ -101,7 +115,8 @@ def discover(sources: list[str]) -> list[InputFile]:
                 continue  # hidden files (editor swap files, .DS_Store, our own temp files)
             url = os.path.abspath(p) if local else fs.unstrip_protocol(p)
             suffix, compression = classify(p)
-            found[url] = InputFile(
-                url, int(info.get("size") or 0), _fingerprint(info), suffix, compression
-            )
+            size, fingerprint = int(info.get("size") or 0), _fingerprint(info)
+            if p in rigs:
+                (size, fingerprint), suffix = rigs[p], ".rig"
+            found[url] = InputFile(url, size, fingerprint, suffix, compression)
     return [found[u] for u in sorted(found)]
