@@ -259,7 +259,10 @@ def test_cli_eval_on_sample_corpus_images_and_audio(corpus, tmp_path):
     )
     assert r.exit_code == 0, r.output
     report = json.loads(r.output)
-    assert report["clips"] == 7 and report["frames"] == 1 and report["codes_per_clip"] == 16
+    n_images = sum(
+        1 for f in (corpus / "images").rglob("*") if f.suffix in (".jpg", ".png", ".webp")
+    )
+    assert report["clips"] == n_images and report["frames"] == 1 and report["codes_per_clip"] == 16
     from vla_tokenizers.codecs.audio import AudioCodec
 
     save_codec(AudioCodec(codec_config("audio", "tiny")), tmp_path / "a.safetensors")

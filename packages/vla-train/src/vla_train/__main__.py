@@ -1,0 +1,3 @@
+from vla_train.cli import main
+
+main()
