@@ -5,7 +5,8 @@ the accounting -> stats -> filter cascade (the shipped `sample-corpus` recipe: l
 Gopher, C4, FineWeb, ads keywords, PII) -> verify -> dedup (MinHash-LSH text, pHash images) ->
 verify -> tokenizer bundle (BPE + IPA + action stats fitted on the deduped data) -> token shards
 (megatron-core IndexedDataset per source x modality, re-opened with megatron-core and checked).
-Later stages (train, eval, release) are appended here as their packages land.
+-> train the tiny preset on them with the torch engine (300 steps on CPU; the loss must fall below
+the unigram entropy of the tokens). Later stages (eval, release) are appended as they land.
 Exits non-zero if any stage's check fails.
 """
 
@@ -75,10 +76,39 @@ def tokenize(out: Path, workers: int, expected_docs: int) -> list[str]:
     return problems
 
 
+def train(out: Path, steps: int) -> list[str]:
+    """Train the tiny preset on the token shards; its loss must end below the unigram entropy."""
+    import numpy as np
+    from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+    from vla_train import train_tiny
+
+    counts: dict[int, int] = {}
+    for idx in sorted((out / "tokens").glob("*.idx")):
+        dataset = IndexedDataset(str(idx.with_suffix("")))
+        tokens = np.concatenate([np.asarray(doc) for doc in dataset])
+        ids, n = np.unique(tokens, return_counts=True)
+        for i, c in zip(ids.tolist(), n.tolist(), strict=True):
+            counts[i] = counts.get(i, 0) + c
+    freq = np.array(list(counts.values()), dtype=np.float64) / sum(counts.values())
+    entropy = float(-(freq * np.log(freq)).sum())
+    result = train_tiny(out / "tokens", out / "train", steps=steps)
+    losses = result.losses
+    first, last = float(np.mean(losses[:10])), float(np.mean(losses[-20:]))
+    print(
+        f"  {result.steps_done} steps, {result.tokens_per_s:,.0f} tokens/s: loss {first:.2f} -> "
+        f"{last:.2f} (unigram entropy of the tokens {entropy:.2f} nats)"
+    )
+    if last >= entropy:
+        return [f"train: final loss {last:.2f} is not below the unigram entropy {entropy:.2f}"]
+    return []
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/demo", help="work folder (recreated)")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--train-steps", type=int, default=300)
     args = parser.parse_args()
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
@@ -128,6 +158,9 @@ def main() -> int:
 
     t = stage("tokenize (vla-tok build + vla-tok shards)")
     problems += tokenize(out, args.workers, expected_docs=deduped.kept)
+
+    t = stage("train (vla-train tiny, torch engine, CPU)")
+    problems += train(out, steps=args.train_steps)
 
     if problems:
         print("\nFAILED:\n- " + "\n- ".join(problems), file=sys.stderr)
