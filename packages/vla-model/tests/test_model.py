@@ -246,3 +246,20 @@ def test_cuda_matches_cpu() -> None:
         gpu = m.cuda()(x.cuda()).logits.cpu()
     torch.testing.assert_close(gpu, cpu, rtol=1e-3, atol=1e-3)
     assert m.generate(x.cuda(), 4).shape == (2, 14)
+
+
+def test_document_ids_keep_packed_documents_apart():
+    """Packing two documents with document_ids gives each the logits it has alone."""
+    torch.manual_seed(0)
+    model = VLAModel(get_preset("tiny-dense")).eval()
+    a, b = torch.randint(0, 100, (1, 7)), torch.randint(0, 100, (1, 5))
+    packed = torch.cat([a, b], 1)
+    positions = torch.cat([torch.arange(7), torch.arange(5)])[None]
+    docs = torch.tensor([[0] * 7 + [1] * 5])
+    with torch.no_grad():
+        out = model(packed, positions=positions, document_ids=docs).logits
+        alone_a, alone_b = model(a).logits, model(b).logits
+        leaky = model(packed, positions=positions).logits
+    torch.testing.assert_close(out[:, :7], alone_a, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out[:, 7:], alone_b, rtol=1e-5, atol=1e-5)
+    assert (leaky[:, 7:] - alone_b).abs().max() > 1e-3  # without the mask, b sees a

@@ -56,6 +56,9 @@ def main() -> None:
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--micro", type=int, default=8)
     ap.add_argument("--no-prefetch", action="store_true", help="fetch data inside the step")
+    ap.add_argument(
+        "--document-mask", action="store_true", help="ours keeps packed documents apart (slower)"
+    )
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = ap.parse_args()
     if args.threads:
@@ -78,7 +81,13 @@ def main() -> None:
                 "micro_batch_size": args.micro,
                 "global_batch_size": args.micro,
                 "model": {"preset": args.preset},
-                "data": {"shards": str(tmp), "eod_id": eod, "prefetch": not args.no_prefetch},
+                "data": {
+                    "shards": str(tmp),
+                    "eod_id": eod,
+                    "prefetch": not args.no_prefetch,
+                    # transformers gets no document mask either: compare the same attention
+                    "document_mask": args.document_mask,
+                },
                 "optimizer": {"lr": 1e-3, "min_lr": 1e-3},
                 "schedule": {"train_steps": total, "decay": "constant"},
                 "checkpoint": {"every": 10**6, "save_final": False},

@@ -76,7 +76,10 @@ class Attention(nn.Module):
         cos: torch.Tensor,
         sin: torch.Tensor,
         cache: LayerKVCache | None = None,
+        attn_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """``attn_mask`` (bool ``[batch, 1, seq, seq]``, True = may attend) replaces the causal
+        mask for a prefill without cache, e.g. to keep packed documents apart."""
         b, s, _ = x.shape
         q = self.wq(x).view(b, s, self.num_heads, self.head_dim)
         k = self.wk(x).view(b, s, self.num_kv_heads, self.head_dim)
@@ -92,7 +95,9 @@ class Attention(nn.Module):
         if group > 1:
             k = k.repeat_interleave(group, dim=1)
             v = v.repeat_interleave(group, dim=1)
-        if past == 0:
+        if past == 0 and attn_mask is not None:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        elif past == 0:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=s > 1)
         elif s == 1:
             out = F.scaled_dot_product_attention(q, k, v)

@@ -48,9 +48,14 @@ class DecoderLayer(nn.Module):
         )
 
     def forward(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: LayerKVCache | None
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        cache: LayerKVCache | None,
+        attn_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        x = x + self.attn(self.attn_norm(x), cos, sin, cache)
+        x = x + self.attn(self.attn_norm(x), cos, sin, cache, attn_mask)
         h = self.ffn_norm(x)
         if isinstance(self.ffn, MoEBlock):
             y, losses = self.ffn(h)
@@ -129,10 +134,13 @@ class VLAModel(nn.Module):
         time_ids: torch.Tensor | None = None,
         continuous_features: torch.Tensor | None = None,
         continuous_mask: torch.Tensor | None = None,
+        document_ids: torch.Tensor | None = None,
         return_hidden: bool = False,
     ) -> ModelOutput:
         """`input_ids` `[batch, seq]` -> `ModelOutput`. With `kv_cache`, the tokens continue the
-        cached ones (positions default to `cache.length + arange(seq)`)."""
+        cached ones (positions default to `cache.length + arange(seq)`). `document_ids`
+        `[batch, seq]` (packed sequences) lets a token attend only to earlier tokens of its own
+        document; it needs a forward pass without `kv_cache`."""
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be [batch, seq], got shape {tuple(input_ids.shape)}")
         b, s = input_ids.shape
@@ -146,9 +154,17 @@ class VLAModel(nn.Module):
             start = kv_cache.length if kv_cache is not None else 0
             positions = torch.arange(start, start + s, device=input_ids.device).expand(b, s)
         cos, sin = self.rope(positions, h.dtype)
+        mask = None
+        if document_ids is not None:
+            if kv_cache is not None or document_ids.shape != input_ids.shape:
+                raise ValueError("document_ids must be [batch, seq] and used without kv_cache")
+            causal = torch.ones(s, s, dtype=torch.bool, device=input_ids.device).tril()
+            same = document_ids[:, :, None] == document_ids[:, None, :]
+            mask = (same & causal)[:, None]
         aux: dict[str, torch.Tensor] = {}
         for i, layer in enumerate(self.layers):
-            h, losses = layer(h, cos, sin, kv_cache[i] if kv_cache is not None else None)
+            cache = kv_cache[i] if kv_cache is not None else None
+            h, losses = layer(h, cos, sin, cache, mask)
             for k, v in losses.items():
                 aux[k] = aux[k] + v if k in aux else v
         h = self.final_norm(h)

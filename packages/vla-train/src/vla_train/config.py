@@ -80,6 +80,11 @@ class DataSection(_Strict):
     eod_id: int | None = Field(default=None, ge=0)
     reset_position_ids: bool = Field(default=True, description="positions restart per document")
     eod_mask_loss: bool = Field(default=False, description="no loss on predicting EOD tokens")
+    document_mask: bool = Field(
+        default=True,
+        description="packed documents attend only within themselves (boundaries where positions "
+        "restart; needs reset_position_ids)",
+    )
     loss_mask_spans: list[tuple[int | str, int | str]] = Field(
         default_factory=list,
         description="(start, end) marker ids or token strings: no loss on the tokens between",

@@ -240,6 +240,13 @@ class Trainer:
 
     # ---- one step ---------------------------------------------------------------------------
 
+    def _docs(self, batch: Batch) -> torch.Tensor | None:
+        """Document ids of a packed batch (a new document where positions restart at 0)."""
+        data = self.cfg.data
+        if not (data.document_mask and data.reset_position_ids):
+            return None
+        return (batch.positions == 0).cumsum(dim=1)
+
     def _micro_batches(self, step: int) -> list[Batch]:
         """The step's micro-batches; the next step's are fetched in a background thread while
         this one computes (sample i is a pure function of i, so prefetching keeps determinism)."""
@@ -278,7 +285,7 @@ class Trainer:
             sync = self.ddp is None or i == len(batches) - 1
             with self.ddp.no_sync() if not sync else _null():
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
-                    out = module(b.tokens, positions=b.positions)
+                    out = module(b.tokens, positions=b.positions, document_ids=self._docs(b))
                 logits = out.logits.float()
                 ce = F.cross_entropy(
                     logits.view(-1, logits.shape[-1]), b.labels.view(-1), reduction="none"
