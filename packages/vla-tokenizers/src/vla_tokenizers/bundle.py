@@ -58,6 +58,10 @@ FAST_BPE = "action_fast_tokenizer.json"
 REQUIRED = (TOKENIZER, TOKENIZER_CONFIG, ADDED_TOKENS, SPECIAL_MAP, LAYOUT_FILE, STATS)
 
 
+# learned codec weights a bundle may carry (see vla_tokenizers.codecs.checkpoint.BUNDLE_FILES)
+CODEC_FILES = {"vision_codec.safetensors": "video", "audio_codec.safetensors": "audio"}
+
+
 class BundleError(ValueError):
     """A bundle is missing, tampered with or inconsistent; the message names the file."""
 
@@ -112,10 +116,37 @@ class TokenizerBundle:
         fast_bpe: Tokenizer | None = None,
         path: Path | None = None,
         digest: str | None = None,
+        codecs: dict | None = None,
     ):
         self.layout, self.text, self.stats, self.fast_bpe = layout, text, stats, fast_bpe
         self.path, self.digest = path, digest
         _check_consistency(layout, text, stats, fast_bpe)
+        self.codecs: dict = {}  # kind ("video" | "audio") -> learned codec, saved in the bundle
+        for codec in (codecs or {}).values():
+            self._attach(codec)
+
+    def _attach(self, codec) -> None:
+        kind = codec.config.kind
+        target = "vision" if kind == "video" else "audio"
+        need, size = codec.quantizer.vocab_size, self.layout.range(target).size
+        if need > size:
+            raise BundleError(
+                f"the {kind} codec needs {need} ids but the layout's {target} range has {size}"
+            )
+        if kind in self.codecs:
+            raise BundleError(f"two {kind} codecs for one bundle")
+        self.codecs[kind] = codec
+
+    def with_codecs(self, *codecs) -> TokenizerBundle:
+        """A copy of this bundle carrying learned codecs (their weights go into the bundle as
+        ``vision_codec.safetensors`` / ``audio_codec.safetensors``, covered by the manifest)."""
+        return TokenizerBundle(
+            self.layout,
+            self.text,
+            self.stats,
+            self.fast_bpe,
+            codecs={**self.codecs, **{c.config.kind: c for c in codecs}},
+        )
 
     # ---- codecs ---------------------------------------------------------------------------
 
@@ -269,6 +300,10 @@ class TokenizerBundle:
         }
         if self.fast_bpe is not None:
             files[FAST_BPE] = self.fast_bpe.to_str(pretty=True).encode()
+        if self.codecs:
+            from vla_tokenizers.codecs.checkpoint import bundle_codec_files
+
+            files |= bundle_codec_files(*self.codecs.values())
         return files
 
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> str:
@@ -373,6 +408,17 @@ class TokenizerBundle:
             bundle = cls(layout, text, stats, fast_bpe, path=path, digest=digest)
         except BundleError as e:
             raise BundleError(f"{path}/{e}") from None
+        for name in CODEC_FILES:  # verified above with every other file of the manifest
+            if name in data:
+                from vla_tokenizers.codecs.checkpoint import codec_from_bytes
+
+                codec = parse(name, lambda b, n=name: codec_from_bytes(b, str(path / n)))
+                if CODEC_FILES[name] != codec.config.kind:
+                    raise BundleError(f"{path / name}: holds a {codec.config.kind} codec")
+                try:
+                    bundle._attach(codec)
+                except BundleError as e:
+                    raise BundleError(f"{path / name}: {e}") from None
         added = parse(ADDED_TOKENS, json.loads)
         if added != {s.content: s.id for s in layout.specials}:
             raise BundleError(
