@@ -60,3 +60,64 @@ def test_a_codec_must_fit_its_layout_range(bundle):
                 "b": VideoCodec(codec_config("video", "tiny")),
             },
         )
+
+
+def test_processor_fills_image_and_audio_spans_with_codec_codes(bundle):
+    import io
+
+    import av
+    import numpy as np
+    from PIL import Image
+
+    from vla_data import Sample
+    from vla_data.sample import AudioMeta, ImageMeta
+
+    torch.manual_seed(0)
+    video, audio = (
+        VideoCodec(codec_config("video", "tiny")),
+        AudioCodec(codec_config("audio", "tiny")),
+    )
+    proc = bundle.with_codecs(video, audio).processor()
+    rgb = (np.random.default_rng(0).random((37, 50, 3)) * 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    image = Sample.create(
+        id="i",
+        source="file:///i.png",
+        license="cc0",
+        meta=ImageMeta(width=50, height=37, mode="RGB", format="PNG"),
+        payloads={"png": buf.getvalue()},
+    )
+    span = proc.decode(proc.encode(image).ids).spans[0]
+    f = video.config.spatial_factor
+    assert span.kind == "visual" and span.codes is not None
+    assert len(span.codes) == (37 // f) * (50 // f) * video.quantizer.depth
+    assert (span.codes >= 0).all() and (span.codes < video.quantizer.vocab_size).all()
+
+    rate = audio.config.sample_rate
+    wave = (0.3 * np.sin(np.arange(rate // 2) * 2 * np.pi * 220 / rate)).astype(np.float32)
+    out = io.BytesIO()
+    with av.open(out, "w", format="flac") as c:
+        s = c.add_stream("flac", rate=rate, layout="mono")
+        frame = av.AudioFrame.from_ndarray(wave[None], format="fltp", layout="mono")
+        frame.sample_rate = rate
+        for fr in av.AudioResampler(format="s16", layout="mono", rate=rate).resample(frame):
+            c.mux(s.encode(fr))
+        c.mux(s.encode(None))
+    clip = Sample.create(
+        id="a",
+        source="file:///a.flac",
+        license="cc0",
+        meta=AudioMeta(
+            sample_rate=rate,
+            channels=1,
+            duration_s=0.5,
+            source_sample_rate=rate,
+            source_codec="flac",
+            transcript="hello",
+        ),
+        payloads={"flac": out.getvalue()},
+    )
+    dec = proc.decode(proc.encode(clip).ids)
+    assert dec.spans[0].kind == "audio" and dec.spans[0].codes is not None
+    assert len(dec.spans[0].codes) > 0 and dec.text == "hello"

@@ -323,17 +323,48 @@ class AudioHandler:
     modality = "audio"
 
     def encode(self, sample, w: SpanWriter) -> None:
-        w.audio()
+        encoder = w.p.audio_encoder()
+        if encoder is None or "flac" not in sample.payloads:
+            w.audio()  # unfilled until the bundle carries an audio codec
+        else:
+            try:
+                codes = encoder.audio_bytes(sample.payloads["flac"], f"sample {sample.key!r}")
+            except ValueError as e:
+                raise ProcessorError(str(e)) from None
+            w.audio(codes=codes.tolist())
         transcript = sample.meta.transcript
         if transcript:
             w.text_ipa(transcript, getattr(sample.meta, "language", None), w.p.wants_ipa(False))
 
 
 class ImageHandler:
+    """An image: its codes when the bundle carries a video codec (the image centre-cropped to a
+    multiple of the codec's spatial factor, one static tubelet), else an unfilled span."""
+
     modality = "image"
 
     def encode(self, sample, w: SpanWriter) -> None:
-        w.visual("image")
+        encoder = w.p.vision_encoder()
+        if encoder is None:
+            w.visual("image")
+            return
+        part = next((k for k in ("jpg", "png", "webp") if k in sample.payloads), None)
+        if part is None:
+            raise ProcessorError(f"sample {sample.key!r}: no jpg/png/webp part to encode")
+        from PIL import Image
+
+        try:
+            with Image.open(io.BytesIO(sample.payloads[part])) as im:
+                rgb = np.asarray(im.convert("RGB"))
+        except (OSError, ValueError) as e:
+            raise ProcessorError(f"sample {sample.key!r}: undecodable {part} ({e})") from None
+        f = encoder.codec.config.spatial_factor
+        h, w_ = rgb.shape[0] // f * f, rgb.shape[1] // f * f
+        if h == 0 or w_ == 0:
+            raise ProcessorError(f"sample {sample.key!r}: image smaller than {f}x{f}")
+        top, left = (rgb.shape[0] - h) // 2, (rgb.shape[1] - w_) // 2
+        crop = np.ascontiguousarray(rgb[top : top + h, left : left + w_])
+        w.visual("image", codes=encoder.images([crop])[0].tolist())
 
 
 class ActionsHandler:
@@ -452,6 +483,26 @@ class VLAProcessor:
 
     def register(self, handler: Handler) -> None:
         self.handlers[handler.modality] = handler
+
+    def vision_encoder(self):
+        """A `VisionEncoder` over the bundle's video codec (GPU when present), or None."""
+        return self._encoder("video")
+
+    def audio_encoder(self):
+        """An `AudioEncoder` over the bundle's audio codec (GPU when present), or None."""
+        return self._encoder("audio")
+
+    def _encoder(self, kind: str):
+        codec = getattr(self.bundle, "codecs", {}).get(kind)
+        if codec is None:
+            return None
+        cache = self.__dict__.setdefault("_encoders", {})
+        if kind not in cache:
+            from vla_tokenizers.codecs.encoders import AudioEncoder, VisionEncoder
+
+            cls = VisionEncoder if kind == "video" else AudioEncoder
+            cache[kind] = cls(codec, self.layout)
+        return cache[kind]
 
     def settings(self) -> dict:
         return {
