@@ -35,6 +35,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vla_data.mesh._child import descendants
 from vla_data.mesh.policy import ALLOWED_MODULES, ScriptRejected, check_script, script_imports
 
 CHILD = Path(__file__).with_name("_child.py")
@@ -121,28 +122,9 @@ def _kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
-def _descendants(root: int) -> list[int]:
-    """Live descendants of `root` (from /proc/*/stat)."""
-    children: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                fields = Path(f"/proc/{name}/stat").read_bytes().rsplit(b")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[0] != b"Z":
-                children.setdefault(int(fields[1]), []).append(int(name))
-    out, todo = [], [root]
-    while todo:
-        kids = children.get(todo.pop(), [])
-        out += kids
-        todo += kids
-    return out
-
-
 def _kill_descendants(root: int) -> None:
     for _ in range(50):
-        pids = _descendants(root)
+        pids = descendants(root)  # the child's /proc walk; no reaping here (not a subreaper)
         if not pids:
             return
         for pid in pids:

@@ -28,6 +28,7 @@ digits (channel 0 least significant).
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -61,7 +62,7 @@ def _channels_first(rows: torch.Tensor, lead: tuple[int, ...]) -> torch.Tensor:
     return rows.reshape(*lead, rows.shape[-1]).movedim(-1, 1)
 
 
-class Quantizer(nn.Module):
+class Quantizer(nn.Module, ABC):
     """Common base: `dim` latent channels, `codebook_size` codes per level, `depth` levels."""
 
     dim: int
@@ -73,8 +74,9 @@ class Quantizer(nn.Module):
         """Token ids this quantizer needs (``depth * codebook_size``)."""
         return self.depth * self.codebook_size
 
-    def decode(self, codes: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abstractmethod
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Integer codes ``(B, *positions, depth)`` -> latents ``(B, dim, *positions)``."""
 
     def _check_codes(self, codes: torch.Tensor) -> torch.Tensor:
         if codes.dtype.is_floating_point or codes.dtype == torch.bool:
