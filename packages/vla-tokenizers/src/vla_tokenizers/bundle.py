@@ -458,6 +458,15 @@ class TokenizerBundle:
             "action_spaces": s.actions.spaces if s.actions else [],
             "fast": s.actions.fast.model_dump() if s.actions and s.actions.fast else None,
             "ipa_symbols": len(s.ipa.symbols),
+            "codecs": {
+                kind: {
+                    "ids": c.quantizer.vocab_size,
+                    "levels": c.quantizer.depth,
+                    "codebook_size": c.quantizer.codebook_size,
+                    "config": c.config.to_dict(),
+                }
+                for kind, c in sorted(self.codecs.items())
+            },
         }
 
 

@@ -51,6 +51,37 @@ def main() -> None:
     """One vocabulary for every modality: build and check tokenizer bundles, tokenise shards."""
 
 
+def _load_codecs(vision: str | None, audio: str | None, config) -> list:
+    """Codecs for `build --vision-codec/--audio-codec`, checked against the layout's ranges."""
+    if not vision and not audio:
+        return []
+    from vla_tokenizers.codecs.checkpoint import CheckpointError, load_codec
+
+    out = []
+    for flag, path, kind, target, size in (
+        ("--vision-codec", vision, "video", "vision", config.vision_codes),
+        ("--audio-codec", audio, "audio", "audio", config.audio_codes),
+    ):
+        if not path:
+            continue
+        try:
+            codec = load_codec(path)
+        except CheckpointError as e:
+            _fail(f"{flag}: {e}")
+        if codec.config.kind != kind:
+            other = "--audio-codec" if kind == "video" else "--vision-codec"
+            _fail(f"{flag} {path}: holds a {codec.config.kind} codec (give it to {other})")
+        q = codec.quantizer
+        if q.vocab_size > size:
+            _fail(
+                f"{flag} {path}: the {kind} codec needs {q.vocab_size} ids ({q.depth} levels x "
+                f"{q.codebook_size} codes) but the layout's {target} range has {size}; "
+                f"use a codec with fewer codes or levels"
+            )
+        out.append(codec)
+    return out
+
+
 @main.command()
 @click.argument("out", type=click.Path(file_okay=False))
 @click.option(
@@ -82,6 +113,16 @@ def main() -> None:
 @click.option("--fast-chunk", default=10, show_default=True, help="FAST chunk length (steps).")
 @click.option("--fast-scale", default=10.0, show_default=True, help="FAST coefficient scale.")
 @click.option("--mesh-bins", default=64, show_default=True, help="OBJ quantisation bins per axis.")
+@click.option(
+    "--vision-codec",
+    type=click.Path(exists=True),
+    help="Carry this video codec: a file from `vla-tok codec export`, a checkpoint or run folder.",
+)
+@click.option(
+    "--audio-codec",
+    type=click.Path(exists=True),
+    help="Carry this audio codec: a file from `vla-tok codec export`, a checkpoint or run folder.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 def build(
     out,
@@ -95,15 +136,26 @@ def build(
     fast_chunk,
     fast_scale,
     mesh_bins,
+    vision_codec,
+    audio_codec,
     overwrite,
 ) -> None:
-    """Build a tokenizer bundle into OUT from dataset folders and/or text files."""
+    """Build a tokenizer bundle into OUT from dataset folders and/or text files.
+
+    With --vision-codec / --audio-codec the bundle carries learned codecs (covered by its
+    manifest), and `shards` / VLAProcessor fill image, rig video and audio spans with codes."""
     import numpy as np
     from pydantic import ValidationError
 
     from vla_tokenizers.bundle import BundleError, TokenizerBundle
     from vla_tokenizers.layout import LayoutConfig
 
+    try:
+        config = LayoutConfig(action_bins=action_bins, mesh_bins=mesh_bins)
+    except ValidationError as e:
+        err = e.errors()[0]
+        _fail(f"invalid option {err['loc'][0]}: {err['msg']}")
+    codecs = _load_codecs(vision_codec, audio_codec, config)  # fail before the slow part
     texts: list[str] = []
     streams: list = []
     ipa_texts: dict[str, list[str]] = {}
@@ -131,7 +183,6 @@ def build(
     if not texts and not adopt:
         _fail("no text to train on: give --dataset with text samples, --text files, or --adopt")
     try:
-        config = LayoutConfig(action_bins=action_bins, mesh_bins=mesh_bins)
         bundle = TokenizerBundle.build(
             texts or None,
             adopt=adopt,
@@ -144,6 +195,8 @@ def build(
             fast_scale=fast_scale,
             ipa_texts=ipa_texts,
         )
+        if codecs:
+            bundle = bundle.with_codecs(*codecs)
         digest = bundle.save(out, overwrite=overwrite)
     except ValidationError as e:
         err = e.errors()[0]
@@ -153,7 +206,9 @@ def build(
     click.echo(
         f"{out}: vocab {bundle.layout.vocab_size} ({bundle.layout.text_size} text BPE ids from "
         f"{len(texts)} texts), {len(streams)} action streams, "
-        f"{len(bundle.stats.ipa.symbols)} IPA symbols; digest {digest}"
+        f"{len(bundle.stats.ipa.symbols)} IPA symbols"
+        + "".join(f", {k} codec" for k in sorted(bundle.codecs))
+        + f"; digest {digest}"
     )
 
 
@@ -269,6 +324,12 @@ def roundtrip(bundle, datasets, limit) -> None:
 @click.option("--ipa-language", default=None, help="Language for IPA when a sample names none.")
 @click.option("--actions", type=click.Choice(["bins", "fast"]), default="bins", show_default=True)
 @click.option(
+    "--video-size",
+    default=128,
+    show_default=True,
+    help="Rig frames are resized to this square size for the bundle's video codec.",
+)
+@click.option(
     "--bucket-by",
     type=click.Choice(["stem", "dataset", "modality"]),
     default="stem",
@@ -276,15 +337,21 @@ def roundtrip(bundle, datasets, limit) -> None:
     help="Bucket = <source file stem | dataset folder>__<modality>, or modality.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def shards(inputs, bundle, out, workers, ipa, ipa_language, actions, bucket_by, as_json) -> None:
+def shards(
+    inputs, bundle, out, workers, ipa, ipa_language, actions, video_size, bucket_by, as_json
+) -> None:
     """Tokenise INPUTS (dataset folders or .tar shards) into IndexedDataset .bin/.idx per bucket.
 
-    Re-running the same command resumes: finished input shards are skipped.
+    Every sample goes through VLAProcessor: with codecs in the bundle (`build --vision-codec /
+    --audio-codec`), images, rig video and audio become codec codes, encoded in batches on the
+    GPU when torch sees one. Re-running the same command resumes: finished shards are skipped.
     """
     from vla_tokenizers.bundle import BundleError
     from vla_tokenizers.token_shards import TokenShardError, tokenize_shards
 
     options = {"ipa": ipa, "ipa_language": ipa_language, "actions": actions}
+    if video_size != 128:  # the default stays out of settings.json (resumes of older outputs)
+        options["video_size"] = video_size
     with click.progressbar(length=1, label="tokenise", file=sys.stderr, show_pos=True) as bar:
 
         def progress(done: int, total: int) -> None:

@@ -20,11 +20,18 @@ Per sample modality (one handler each, see `Handler`):
 - image: a visual span (`<|image_pad|>`).
 - actions: an action span over `actions.npy` with `meta.dims` (bins, or FAST with
   `actions="fast"`).
+- rig: see `RigHandler` (per tick without a video codec, per tubelet with one).
 
-Visual and audio spans are **unfilled** until the learned codecs exist (a later issue): the span
-holds only its pad token, which marks what belongs there; a codec appends its `vision`/`audio`
-range codes after the pad token. Camera (rig camera id) and quantised time / frame tokens
-precede the pad token when the caller knows them.
+Visual and audio spans are **unfilled** unless the bundle carries learned codecs
+(`bundle.with_codecs(video, audio)`): the span holds only its pad token, which marks what
+belongs there; a codec appends its `vision`/`audio` range codes after the pad token. Camera (rig
+camera id) and quantised time / frame tokens precede the pad token when the caller knows them.
+
+Codec encoding is deferred and batched: handlers hand media (image, tubelet, waveform) to the
+`SpanWriter`, and `finish` (or `prepare`, once more than `media_batch_bytes` of media wait)
+encodes all waiting media of equal shape in batches through `VisionEncoder` / `AudioEncoder`,
+on CUDA when torch sees a GPU, else on the CPU. `encode_batch` and the token-shard workers (256
+samples per `finish`) therefore batch across samples.
 
 Decoding (`decode`) parses the spans back: text exactly, IPA exactly, actions within a bin,
 meshes within quantisation, X3D to an equivalent document.
@@ -142,6 +149,19 @@ class DecodedSample:
         return [s.ipa for s in self.of("ipa")]
 
 
+@dataclass(eq=False)
+class _Media:
+    """Media waiting for its codec (`VLAProcessor.encode_media` fills `ids`, drops `data`)."""
+
+    kind: str  # "video" (clip (T, H, W, 3) uint8) | "audio" (mono float waveform)
+    data: np.ndarray | None
+    ids: list[int] | None = None
+
+    @property
+    def nbytes(self) -> int:
+        return 0 if self.data is None else int(self.data.nbytes)
+
+
 @dataclass
 class Encoding:
     """One document: ids, and spans as (kind, start, end) over them."""
@@ -168,11 +188,17 @@ class SpanWriter:
 
     def __init__(self, proc: VLAProcessor):
         self.p = proc
-        self.parts: list[list[int] | str] = []
+        self.parts: list[list[int] | str | _Media] = []
         self.span_parts: list[tuple[str, int, int]] = []
         self.warnings: list[str] = []
+        self.media: list[_Media] = []
 
-    def _span(self, kind: str, *parts: list[int] | str) -> None:
+    def _media(self, kind: str, data: np.ndarray) -> _Media:
+        m = _Media(kind, data)
+        self.media.append(m)
+        return m
+
+    def _span(self, kind: str, *parts: list[int] | str | _Media) -> None:
         start = len(self.parts)
         self.parts.extend(parts)
         self.span_parts.append((kind, start, len(self.parts)))
@@ -217,7 +243,10 @@ class SpanWriter:
         time_s: float | None = None,
         frame: int | None = None,
         codes: Sequence[int] | None = None,
+        clip: np.ndarray | None = None,
     ) -> None:
+        """A visual span; `codes` are local vision ids, or `clip` (T, H, W, 3) uint8 is encoded
+        by the bundle's video codec when the writer is finished (batched with other media)."""
         lay = self.p.layout
         ids = [self._id(sp.VISION_START)]
         if camera is not None:
@@ -231,15 +260,21 @@ class SpanWriter:
         ids.append(self._id(sp.IMAGE_PAD if pad == "image" else sp.VIDEO_PAD))
         if codes is not None:
             ids += _codes(lay.range("vision"), codes)
-        ids.append(self._id(sp.VISION_END))
-        self._span("visual", ids)
+        if clip is None:
+            self._span("visual", ids + [self._id(sp.VISION_END)])
+        else:
+            self._span("visual", ids, self._media("video", clip), [self._id(sp.VISION_END)])
 
-    def audio(self, codes: Sequence[int] | None = None) -> None:
+    def audio(self, codes: Sequence[int] | None = None, wave: np.ndarray | None = None) -> None:
+        """An audio span; `codes` are local audio ids, or `wave` (mono float at the codec's
+        rate) is encoded by the bundle's audio codec when the writer is finished."""
         ids = [self._id(sp.AUDIO_START), self._id(sp.AUDIO_PAD)]
         if codes is not None:
             ids += _codes(self.p.layout.range("audio"), codes)
-        ids.append(self._id(sp.AUDIO_END))
-        self._span("audio", ids)
+        if wave is None:
+            self._span("audio", ids + [self._id(sp.AUDIO_END)])
+        else:
+            self._span("audio", ids, self._media("audio", wave), [self._id(sp.AUDIO_END)])
 
     def actions(
         self, values: np.ndarray, dims: Sequence[str], mode: ActionMode | None = None
@@ -327,11 +362,15 @@ class AudioHandler:
         if encoder is None or "flac" not in sample.payloads:
             w.audio()  # unfilled until the bundle carries an audio codec
         else:
+            from vla_tokenizers.codecs.data import decode_audio
+
             try:
-                codes = encoder.audio_bytes(sample.payloads["flac"], f"sample {sample.key!r}")
+                wave = decode_audio(
+                    sample.payloads["flac"], encoder.sample_rate, f"sample {sample.key!r}"
+                )
             except ValueError as e:
                 raise ProcessorError(str(e)) from None
-            w.audio(codes=codes.tolist())
+            w.audio(wave=wave)
         transcript = sample.meta.transcript
         if transcript:
             w.text_ipa(transcript, getattr(sample.meta, "language", None), w.p.wants_ipa(False))
@@ -364,7 +403,7 @@ class ImageHandler:
             raise ProcessorError(f"sample {sample.key!r}: image smaller than {f}x{f}")
         top, left = (rgb.shape[0] - h) // 2, (rgb.shape[1] - w_) // 2
         crop = np.ascontiguousarray(rgb[top : top + h, left : left + w_])
-        w.visual("image", codes=encoder.images([crop])[0].tolist())
+        w.visual("image", clip=crop[None])
 
 
 class ActionsHandler:
@@ -398,11 +437,33 @@ class Mesh3DHandler:
             w.mesh_obj(parts["obj"])
 
 
+RIG_FILLED_WARNING = (
+    "rig video: frames dropped inside a tubelet were filled by repeating the camera's nearest frame"
+)
+
+
 class RigHandler:
-    """A synchronised driving rig (vla-data `rig` samples): for every reference tick, one
-    unfilled video span per camera that has a frame at that tick (camera, time since the rig's
-    start, frame index), then that tick's action step. A camera without a frame at a tick
-    (dropped or missing) simply has no span there."""
+    """A synchronised driving rig (vla-data `rig` samples; `frames.npy` columns in
+    `vla_data.rig.layout.CAMERAS` order).
+
+    Without a video codec: for every reference tick, one unfilled video span per camera that has
+    a frame at that tick (camera, time since the rig's start, frame index), then that tick's
+    action step. A camera without a frame at a tick (dropped or missing) has no span there.
+
+    With a video codec (`bundle.with_codecs(video)`): the reference ticks are cut into blocks of
+    the codec's temporal factor (4 ticks by default); per block, one video span per camera in
+    CAMERAS order holds that camera's tubelet codes — the frames decoded from `<camera>.mp4`
+    with PyAV and resized to the processor's `video_size` (whole frame, no crop) — headed by the
+    camera token, the block's first tick's time since the rig's start and the index of the frame
+    in the tubelet's first position; then **one action span with the block's ticks** (steps =
+    ticks in the block). Order: ``[cam_1 .. cam_6 tubelet k] [actions of ticks of k] ...``.
+    A frame dropped inside a block (-1 in `frames.npy`) is filled by repeating the camera's
+    nearest frame in that block (the earlier one on a tie) and the encoding gets the warning
+    `RIG_FILLED_WARNING`; a camera with no frame in a whole block has no span there; a short
+    last block is padded by repeating its last frame (see `codecs.tokens.rig_tubelets`).
+    Tubelets of all cameras and blocks (and of other samples in the batch) are encoded
+    together in `VLAProcessor.finish`.
+    """
 
     modality = "rig"
 
@@ -421,12 +482,45 @@ class RigHandler:
                 f"sample {sample.key!r}: {len(ticks)} ticks but frames {frames.shape}, "
                 f"actions {actions.shape} for cameras {cameras}"
             )
+        encoder = w.p.vision_encoder()
+        if encoder is not None:
+            self._tubelets(sample, w, encoder, ticks, frames, actions, cameras)
+            return
         for t, tick in enumerate(ticks):
             time_s = (int(tick) - int(ticks[0])) / 1e6
             for c, camera in enumerate(cameras):
                 if frames[t, c] >= 0:
                     w.visual("video", camera=camera, time_s=time_s, frame=int(frames[t, c]))
             w.actions(actions[t : t + 1], sample.meta.action_dims)
+
+    @staticmethod
+    def _tubelets(sample, w: SpanWriter, encoder, ticks, frames, actions, cameras) -> None:
+        from vla_tokenizers.codecs.data import decode_video_frames
+        from vla_tokenizers.codecs.tokens import rig_tubelets
+
+        blocks = rig_tubelets(frames, encoder.codec.config.temporal_factor)
+        decoded: dict[int, dict[int, np.ndarray]] = {}
+        for c, camera in enumerate(cameras):
+            wanted = {int(i) for b in blocks if c in b.frames for i in b.frames[c]}
+            if not wanted:
+                continue
+            where = f"sample {sample.key!r}: {camera}.mp4"
+            try:
+                decoded[c] = decode_video_frames(
+                    _payload(sample, f"{camera}.mp4"), wanted, w.p.video_size, where
+                )
+            except ValueError as e:
+                raise ProcessorError(str(e)) from None
+        filled = 0
+        for b in blocks:
+            time_s = (int(ticks[b.start]) - int(ticks[0])) / 1e6
+            for c, idx in b.frames.items():
+                clip = np.stack([decoded[c][int(i)] for i in idx])
+                w.visual("video", camera=cameras[c], time_s=time_s, frame=int(idx[0]), clip=clip)
+                filled += b.filled[c]
+            w.actions(actions[b.start : b.stop], sample.meta.action_dims)
+        if filled:
+            w.warnings.append(RIG_FILLED_WARNING)
 
 
 DEFAULT_HANDLERS: tuple[Handler, ...] = (
@@ -454,7 +548,12 @@ class VLAProcessor:
         actions: ActionMode = "bins",
         eos: bool = True,
         handlers: Sequence[Handler] = DEFAULT_HANDLERS,
+        video_size: int | Sequence[int] = 128,
+        media_batch_bytes: int = 256 << 20,
     ):
+        """`video_size` (H, W, or one int for square): the size rig video frames are resized to
+        for the video codec (a multiple of its spatial factor; 128 is what the ``small`` codec
+        is trained on). `media_batch_bytes`: encode waiting media once this much is queued."""
         if ipa not in ("off", "flagged", "all"):
             raise ValueError(f"ipa must be off, flagged or all; got {ipa!r}")
         if actions not in ("bins", "fast"):
@@ -466,6 +565,21 @@ class VLAProcessor:
             actions,
             eos,
         )
+        size = (video_size, video_size) if isinstance(video_size, int) else tuple(video_size)
+        if len(size) != 2 or any(int(x) < 1 for x in size):
+            raise ValueError(f"video_size must be an int or (height, width), got {video_size!r}")
+        self.video_size: tuple[int, int] = (int(size[0]), int(size[1]))
+        video = getattr(bundle, "codecs", {}).get("video")
+        if video is not None:
+            f = video.config.spatial_factor
+            if self.video_size[0] % f or self.video_size[1] % f:
+                raise ValueError(
+                    f"video_size {self.video_size} is not a multiple of the video codec's "
+                    f"spatial factor {f}"
+                )
+        self.media_batch_bytes = int(media_batch_bytes)
+        self._queued: list[_Media] = []
+        self._queued_bytes = 0
         self.handlers: dict[str, Handler] = {}
         for h in handlers:
             self.register(h)
@@ -505,13 +619,16 @@ class VLAProcessor:
         return cache[kind]
 
     def settings(self) -> dict:
-        return {
+        out = {
             "ipa": self.ipa_mode,
             "ipa_language": self.ipa_language,
             "actions": self.action_mode,
             "eos": self.eos,
             "handlers": {m: type(h).__name__ for m, h in sorted(self.handlers.items())},
         }
+        if "video" in getattr(self.bundle, "codecs", {}):
+            out["video_size"] = list(self.video_size)
+        return out
 
     def wants_ipa(self, flagged: bool) -> bool:
         return self.ipa_mode == "all" or (self.ipa_mode == "flagged" and flagged)
@@ -551,15 +668,42 @@ class VLAProcessor:
             raise
         except ValueError as e:
             raise ProcessorError(f"sample {sample.key!r}: {e}") from None
+        if w.media:  # bound the memory of waiting media: encode early when much is queued
+            self._queued += w.media
+            self._queued_bytes += sum(m.nbytes for m in w.media)
+            if self._queued_bytes > self.media_batch_bytes:
+                self.encode_media(self._queued)
         return w
 
+    def encode_media(self, media: Sequence[_Media]) -> None:
+        """Encode waiting media through the bundle's codecs, batched by kind and shape."""
+        todo = [m for m in media if m.ids is None]
+        for kind, rng in (("video", "vision"), ("audio", "audio")):
+            items = [m for m in todo if m.kind == kind]
+            if not items:
+                continue
+            encoder = self._encoder(kind)
+            if encoder is None:
+                raise ProcessorError(f"{kind} media to encode but the bundle has no {kind} codec")
+            data = [m.data for m in items]
+            local = encoder.clips(data) if kind == "video" else encoder.waves(data)
+            start = self.layout.range(rng).start
+            for m, ids in zip(items, local, strict=True):
+                m.ids, m.data = (np.asarray(ids, dtype=np.int64) + start).tolist(), None
+        self._queued = [m for m in self._queued if m.ids is None]
+        self._queued_bytes = sum(m.nbytes for m in self._queued)
+
     def finish(self, writers: Sequence[SpanWriter]) -> list[Encoding]:
-        """Resolve writers into Encodings, batch-encoding all their text at once."""
+        """Resolve writers into Encodings, batch-encoding all their text and media at once."""
+        self.encode_media([m for w in writers for m in w.media])
         texts = [p for w in writers for p in w.parts if isinstance(p, str)]
         encoded = iter(self.bundle.text.encode_batch(texts) if texts else [])
         out = []
         for w in writers:
-            pieces = [p if isinstance(p, list) else next(encoded) for p in w.parts]
+            pieces = [
+                p if isinstance(p, list) else p.ids if isinstance(p, _Media) else next(encoded)
+                for p in w.parts
+            ]
             offsets = np.cumsum([0] + [len(p) for p in pieces])
             spans = [(k, int(offsets[a]), int(offsets[b])) for k, a, b in w.span_parts]
             if self.eos:

@@ -4,7 +4,8 @@
 - `video`: 3-D conv image/video codec (8x/16x spatial, 4x temporal tubelets).
 - `audio`: 1-D conv audio codec with residual VQ (16/24 kHz, 50/75 Hz frames).
 - `ssim`, `mel`, `metrics`: SSIM, mel filterbank and multi-scale mel loss, PSNR, SI-SNR, ...
-- `tokens`: codes <-> `VocabLayout` ids, camera/timestamp-wrapped visual spans, audio spans.
+- `tokens`: codes <-> `VocabLayout` ids, camera/timestamp-wrapped visual spans, audio spans,
+  rig tubelet plans (`rig_tubelets`: dropped frames filled from the nearest frame).
 - `encoders`: batched images/clips/audio -> ids for `VLAProcessor` and token shards.
 - `training`, `checkpoint`, `evaluate`, `data`, `presets`, `cli` (`vla-tok codec`).
 

@@ -9,6 +9,7 @@
   dataset shards with PyAV, mono, resampled.
 - `load_image_files` / `load_dataset_images`: image files or the image payloads of dataset
   shards, centre-cropped and resized.
+- `decode_video_frames`: chosen frames of a video (a rig camera's mp4) resized while decoding.
 """
 
 from __future__ import annotations
@@ -107,6 +108,43 @@ def split_clips(arrays: dict[str, np.ndarray], holdout_seeds: Sequence[int]):
         {k: v[~held] for k, v in arrays.items()},
         {k: v[held] for k, v in arrays.items()},
     )
+
+
+def decode_video_frames(
+    data: bytes, indices, size: tuple[int, int], where: str = "<bytes>"
+) -> dict[int, np.ndarray]:
+    """Frames ``indices`` (decode order) of the first video stream as RGB uint8 (H, W, 3),
+    resized to ``size`` = (H, W) by the scaler while decoding (area averaging; the whole frame,
+    so the aspect ratio follows `size`). Decoding stops after the last wanted frame."""
+    import av
+
+    wanted = {int(i) for i in indices}
+    if not wanted:
+        return {}
+    if min(wanted) < 0:
+        raise CodecDataError(f"{where}: negative frame index")
+    last, (h, w) = max(wanted), size
+    out: dict[int, np.ndarray] = {}
+    n = 0
+    try:
+        with av.open(io.BytesIO(data), mode="r") as src:
+            if not src.streams.video:
+                raise CodecDataError(f"{where}: no video stream")
+            for i, frame in enumerate(src.decode(src.streams.video[0])):
+                n = i + 1
+                if i in wanted:
+                    out[i] = frame.to_ndarray(
+                        width=w, height=h, format="rgb24", interpolation="AREA"
+                    )
+                if i >= last:
+                    break
+    except av.FFmpegError as e:
+        raise CodecDataError(f"{where}: undecodable video ({e})") from None
+    if len(out) != len(wanted):
+        raise CodecDataError(
+            f"{where}: frame {min(wanted - set(out))} wanted but the video has {n} frames"
+        )
+    return out
 
 
 # ---- images --------------------------------------------------------------------------------

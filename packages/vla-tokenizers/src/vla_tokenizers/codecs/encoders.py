@@ -3,8 +3,10 @@
 `VisionEncoder` turns uint8 images (H, W, 3) or clips (T, H, W, 3) into *local* vision ids
 (``level * codebook_size + code``, in ``[0, vocab_size)``), the form `SpanWriter.visual(codes=...)`
 takes; `AudioEncoder` does the same for mono waveforms or encoded audio bytes and
-`SpanWriter.audio(codes=...)`. Both batch inputs of equal shape through the codec at once and
-check on construction that the codec's ids fit the layout's range.
+`SpanWriter.audio(codes=...)`. Both batch inputs of equal shape through the codec at once
+(`batch_size` per forward pass: 64 on CUDA, 16 on CPU by default) and check on construction that
+the codec's ids fit the layout's range. The device is CUDA when torch sees a GPU, else the CPU
+(or the `device` given); `VLAProcessor` creates them lazily, once per processor.
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ def _device(device: str | torch.device | None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def _batch(batch_size: int | None, device: torch.device) -> int:
+    return batch_size or (64 if device.type == "cuda" else 16)
+
+
 def check_layout_fits(codec, layout) -> None:
     """Raise `CodecTokenError` unless the codec's ids fit the layout's vision/audio range."""
     name = "vision" if codec.config.kind == "video" else "audio"
@@ -38,14 +44,14 @@ def check_layout_fits(codec, layout) -> None:
 class VisionEncoder:
     """Images and clips -> local vision ids (raster order, RVQ levels innermost)."""
 
-    def __init__(self, codec, layout=None, device=None, batch_size: int = 16):
+    def __init__(self, codec, layout=None, device=None, batch_size: int | None = None):
         if codec.config.kind != "video":
             raise ValueError("VisionEncoder needs a video codec")
         if layout is not None:
             check_layout_fits(codec, layout)
         self.device = _device(device)
         self.codec = codec.to(self.device).eval()
-        self.batch_size = batch_size
+        self.batch_size = _batch(batch_size, self.device)
 
     @property
     def codebook_size(self) -> int:
@@ -56,7 +62,8 @@ class VisionEncoder:
 
         out = []
         for i in range(0, len(clips), self.batch_size):
-            x = frames_to_tensor(clips[i : i + self.batch_size]).to(self.device)
+            raw = torch.as_tensor(np.ascontiguousarray(clips[i : i + self.batch_size]))
+            x = frames_to_tensor(raw.to(self.device))  # uint8 over the bus, floats on the device
             codes = self.codec.encode(x).cpu().numpy()
             out += [codes_to_ids(c, self.codebook_size) for c in codes]
         return out
@@ -94,14 +101,14 @@ class VisionEncoder:
 class AudioEncoder:
     """Mono audio -> local audio ids (frame-major, RVQ levels innermost)."""
 
-    def __init__(self, codec, layout=None, device=None, batch_size: int = 16):
+    def __init__(self, codec, layout=None, device=None, batch_size: int | None = None):
         if codec.config.kind != "audio":
             raise ValueError("AudioEncoder needs an audio codec")
         if layout is not None:
             check_layout_fits(codec, layout)
         self.device = _device(device)
         self.codec = codec.to(self.device).eval()
-        self.batch_size = batch_size
+        self.batch_size = _batch(batch_size, self.device)
 
     @property
     def sample_rate(self) -> int:

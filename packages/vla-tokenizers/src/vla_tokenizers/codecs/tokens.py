@@ -15,11 +15,20 @@ A rig clip becomes one visual span per camera and tubelet (time-major, cameras i
 order); each span carries the camera token, the quantised timestamp of the tubelet's first frame
 and its frame index. `wrap_camera_codes` builds a span from explicit ids for callers without a
 `VocabLayout`.
+
+`rig_tubelets` plans a synchronised rig (``frames.npy``: ticks x cameras, -1 = no frame) as
+tubelets: consecutive reference ticks in blocks of the codec's temporal factor; per block and
+camera the frame that fills each tubelet position. **Dropped frames inside a tubelet** (a -1
+between ticks where the camera has frames) are filled by repeating the camera's nearest frame in
+that block (the earlier one on a tie) and counted in `filled`; a camera with no frame in a whole
+block gets no tubelet there; a short last block (ticks not a multiple of the factor) is padded by
+repeating its last frame, as the codec pads clips itself (`VideoCodec.pad_time`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -155,6 +164,45 @@ def rig_clip_ids(
                 frame=first_frame + i,
             )
     return ids
+
+
+@dataclass
+class RigBlock:
+    """Reference ticks ``[start, stop)`` of one tubelet and, per camera column present, the
+    frame index at each of the tubelet's positions (length = temporal factor)."""
+
+    start: int
+    stop: int
+    frames: dict[int, np.ndarray] = field(default_factory=dict)
+    filled: dict[int, int] = field(default_factory=dict)  # column -> dropped frames filled
+
+
+def rig_tubelets(frame_index, tubelet: int) -> list[RigBlock]:
+    """Tubelets of a rig's ``frames.npy`` (ticks x cameras, -1 = no frame); see the module
+    docstring for how dropped frames and a short last block are filled."""
+    fi = np.asarray(frame_index, dtype=np.int64)
+    if fi.ndim != 2:
+        raise CodecTokenError(f"frame index must be (ticks, cameras), got shape {fi.shape}")
+    if tubelet < 1:
+        raise CodecTokenError(f"tubelet must be >= 1, got {tubelet}")
+    blocks = []
+    for start in range(0, fi.shape[0], tubelet):
+        stop = min(start + tubelet, fi.shape[0])
+        block = RigBlock(start, stop)
+        for col in range(fi.shape[1]):
+            got = fi[start:stop, col]
+            have = np.flatnonzero(got >= 0)
+            if have.size == 0:
+                continue
+            pos = np.arange(stop - start)
+            # nearest available position (argmin picks the earlier one on a tie)
+            nearest = have[np.abs(pos[:, None] - have[None, :]).argmin(axis=1)]
+            filled = got[nearest]
+            pad = np.full(tubelet - filled.size, filled[-1], dtype=np.int64)
+            block.frames[col] = np.concatenate([filled, pad])
+            block.filled[col] = int(filled.size - have.size)
+        blocks.append(block)
+    return blocks
 
 
 def audio_span(layout, codes, codebook_size: int) -> list[int]:
