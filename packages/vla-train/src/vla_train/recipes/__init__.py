@@ -1,0 +1,1 @@
+"""Bundled `vla-train launch --recipe NAME` configs (TrainConfig TOML, engine = "megatron")."""

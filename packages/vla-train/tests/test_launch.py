@@ -1,0 +1,407 @@
+"""`vla-train launch`: layout checks, plan numbers vs vla-model accounting, generated scripts
+(bash -n), bundled recipes. CPU only, no GPUs, no Slurm."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from vla_model import ParallelLayout, count_parameters, flops_per_token, get_preset, memory_per_gpu
+from vla_train.launch import (
+    H100_BF16_PEAK_TFLOPS,
+    LaunchError,
+    check_train_config,
+    launch_command,
+    make_plan,
+    recipe_names,
+    recipe_text,
+)
+
+RECIPES = ["vla-10b-moe-256xh100", "vla-1b-dense-256xh100"]
+
+
+def config(preset: str = "vla-1b-dense", **over) -> dict:
+    """A megatron TrainConfig dict; `parallel`/`fp8` dicts are merged, other keys replaced."""
+    cfg = {
+        "engine": "megatron",
+        "out_dir": "runs/x",
+        "seq_length": 4096,
+        "micro_batch_size": 2,
+        "global_batch_size": 512,
+        "model": {"preset": preset},
+        "data": {"shards": "data/tokens"},
+        "schedule": {"train_steps": 100, "warmup_steps": 10},
+        "parallel": {
+            "tensor_model_parallel_size": 1,
+            "pipeline_model_parallel_size": 1,
+            "expert_model_parallel_size": 1,
+            "context_parallel_size": 1,
+            "sequence_parallel": False,
+            "use_distributed_optimizer": True,
+        },
+        "fp8": {"recipe": "none", "first_last_layers_bf16": True},
+    }
+    for k, v in over.items():
+        cfg[k] = {**cfg[k], **v} if k in ("parallel", "fp8") else v
+    return cfg
+
+
+def par(**kw) -> dict:
+    names = {
+        "tp": "tensor_model_parallel_size",
+        "pp": "pipeline_model_parallel_size",
+        "ep": "expert_model_parallel_size",
+        "cp": "context_parallel_size",
+        "vpp": "virtual_pipeline_model_parallel_size",
+        "sp": "sequence_parallel",
+    }
+    return {"parallel": {names[k]: v for k, v in kw.items()}}
+
+
+def to_toml(cfg: dict) -> str:
+    lines = [f"{k} = {json.dumps(v)}" for k, v in cfg.items() if not isinstance(v, dict)]
+    for k, v in cfg.items():
+        if isinstance(v, dict):
+            lines.append(f"[{k}]")
+            lines += [f"{kk} = {json.dumps(vv)}" for kk, vv in v.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write(tmp_path: Path, cfg: dict, name: str = "run.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(to_toml(cfg))
+    return path
+
+
+def bash_n(path: Path) -> None:
+    res = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+
+
+# ---- layout checks ---------------------------------------------------------------------------
+
+
+def test_dp_is_world_over_tp_pp_cp() -> None:
+    plan = make_plan(
+        config(**par(tp=2, pp=2, cp=2, sp=True), global_batch_size=256), 4, 8, source="t"
+    )
+    lay = plan["layout"]
+    assert (lay["tp"], lay["pp"], lay["cp"], lay["dp"]) == (2, 2, 2, 4)
+    assert plan["cluster"]["world_size"] == 32
+    assert plan["batch"]["micro_batches_per_step"] == 256 // (2 * 4)
+    assert lay["sequence_parallel"] is True
+
+
+@pytest.mark.parametrize(
+    ("cfg", "nodes", "needles"),
+    [
+        # TP 3 divides neither 32 heads nor 8 KV heads, nor the world of 16
+        (config(**par(tp=3)), 2, ["tensor_model_parallel_size (3)", "num_attention_heads (32)"]),
+        (config(**par(tp=16)), 2, ["tensor_model_parallel_size (16)", "num_kv_heads (8)"]),
+        (config(**par(pp=5), global_batch_size=20, micro_batch_size=1), 5, ["num_layers (24)"]),
+        (config(**par(tp=3), global_batch_size=48), 3, ["num_attention_heads (32)"]),
+        (config("vla-10b-moe", **par(ep=6)), 3, ["expert_model_parallel_size (6)", "(64)"]),
+        (config(**par(ep=8)), 2, ["expert_model_parallel_size (8) > 1 needs an MoE model"]),
+        (config(**par(tp=4, pp=2, cp=2)), 3, ["world size 24", "not divisible", "= 16"]),
+        (config(global_batch_size=100), 2, ["global_batch_size (100)", "(16) = 32"]),
+        (
+            config("vla-10b-moe", **par(tp=2, ep=8, sp=False)),
+            2,
+            ["sequence_parallel must be true"],
+        ),
+        (config(**par(cp=3), global_batch_size=60), 9, ["2 x parallel.context_parallel_size"]),
+        (config(**par(pp=2, vpp=5)), 2, ["virtual_pipeline_model_parallel_size (5)"]),
+        (config(**par(vpp=2)), 2, ["needs parallel.pipeline_model_parallel_size > 1"]),
+        (config(fp8={"recipe": "mxfp8"}), 2, ["fp8.recipe", "Blackwell"]),
+        (config(fp8={"recipe": "fp4"}), 2, ["fp8.recipe: must be one of"]),
+        (config(**par(tp=0)), 2, ["parallel.tensor_model_parallel_size: must be an integer"]),
+        (config(seq_length=8192), 2, ["seq_length (8192)", "max_position_embeddings"]),
+        (config(engine="torch", **par(tp=2)), 2, ["torch engine is data-parallel only"]),
+    ],
+)
+def test_bad_layouts_name_the_field(cfg: dict, nodes: int, needles: list[str]) -> None:
+    with pytest.raises(LaunchError) as e:
+        make_plan(cfg, nodes, 8, source="bad.toml")
+    msg = str(e.value)
+    assert msg.startswith("bad.toml: ")
+    for needle in needles:
+        assert needle in msg, msg
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    with pytest.raises(LaunchError) as e:
+        make_plan(config("vla-10b-moe", **par(tp=3, ep=5)), 2, 8)
+    msg = str(e.value)
+    assert "world size 16" in msg and "num_attention_heads (32)" in msg
+    assert "moe.num_experts (64)" in msg
+
+
+def test_memory_over_budget_fails_unless_allowed() -> None:
+    cfg = config(micro_batch_size=16, global_batch_size=256)  # ~160 GB of activations
+    with pytest.raises(LaunchError, match=r"exceeds the 80 GB budget.*micro_batch_size"):
+        make_plan(cfg, 2, 8)
+    plan = make_plan(cfg, 2, 8, allow_over_budget=True)
+    assert plan["memory"]["fraction_of_budget"] > 1 and plan["warnings"]
+    # a smaller budget turns a fitting plan into an error too
+    with pytest.raises(LaunchError, match="budget"):
+        make_plan(config(), 2, 8, gpu_memory_gb=10)
+
+
+# ---- plan numbers vs vla_model.accounting ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("preset", "p", "nodes", "micro", "gbs"),
+    [
+        ("vla-1b-dense", dict(tp=1, pp=1, cp=1), 32, 4, 1024),
+        ("vla-1b-dense", dict(tp=2, pp=2, cp=2, sp=True), 4, 1, 64),
+        ("vla-10b-moe", dict(tp=1, pp=1, ep=8, cp=1), 32, 2, 1024),
+        ("vla-10b-moe", dict(tp=2, pp=4, ep=4, cp=1, sp=True), 8, 1, 256),
+    ],
+)
+def test_plan_matches_accounting(preset, p, nodes, micro, gbs) -> None:
+    cfg = config(preset, **par(**p), micro_batch_size=micro, global_batch_size=gbs)
+    mfu = 0.4
+    plan = make_plan(cfg, nodes, 8, assume_mfu=mfu)
+    tp, pp, cp, ep = p["tp"], p["pp"], p["cp"], p.get("ep", 1)
+    world = nodes * 8
+    dp = world // (tp * pp * cp)
+    assert plan["layout"]["dp"] == dp
+    model = get_preset(preset)
+    mem = memory_per_gpu(
+        model,
+        ParallelLayout(tp=tp, pp=pp, dp=dp * cp, ep=ep),
+        4096 // cp,
+        micro,
+        p.get("sp", False) and tp > 1,
+        "selective",
+    )
+    assert plan["memory"]["bytes"]["total"] == pytest.approx(mem.total)
+    assert plan["memory"]["total_gb"] == pytest.approx(mem.total / 1e9, abs=0.01)
+    assert plan["memory"]["fraction_of_budget"] == pytest.approx(mem.total / 80e9, abs=1e-3)
+    fpt = flops_per_token(model, 4096).total
+    step = fpt * gbs * 4096 / (world * H100_BF16_PEAK_TFLOPS * 1e12 * mfu)
+    thr = plan["throughput"]
+    assert thr["flops_per_token"] == fpt
+    assert thr["step_time_s"] == pytest.approx(step, abs=1e-4)
+    assert thr["tokens_per_s"] == pytest.approx(gbs * 4096 / step, rel=1e-6)
+    assert thr["train_tokens"] == 100 * gbs * 4096
+    assert plan["model"]["params_total"] == count_parameters(model).total
+    assert plan["batch"]["micro_batches_per_step"] == gbs // (micro * dp)
+
+
+def test_plain_optimizer_is_not_sharded() -> None:
+    dist = make_plan(config(), 2, 8)["memory"]["bytes"]
+    plain = make_plan(config(**{"parallel": {"use_distributed_optimizer": False}}), 2, 8)
+    params = plain["memory"]["bytes"]["dense_params"]
+    assert plain["memory"]["bytes"]["optimizer"] == pytest.approx(12 * params)
+    assert plain["memory"]["bytes"]["optimizer"] > 10 * dist["optimizer"]
+    assert any("use_distributed_optimizer" in w for w in plain["warnings"])
+
+
+# ---- scripts ---------------------------------------------------------------------------------
+
+
+def test_scripts_for_nodes_and_gpus(tmp_path: Path) -> None:
+    cfg_path = write(tmp_path, config("vla-10b-moe", **par(ep=8), global_batch_size=256))
+    out = tmp_path / "my launch"  # a space: paths must be quoted
+    res = CliRunner().invoke(
+        launch_command,
+        [
+            "--config", str(cfg_path), "--nodes", "4", "--gpus-per-node", "8",
+            "--out", str(out), "--partition", "gpu", "--account", "proj",
+            "--time", "12:00:00", "--container", "nvcr.io/nvidia/pytorch:25.04-py3",
+        ],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "TP 1 PP 1 EP 8 CP 1 DP 32" in res.output
+    torchrun = (out / "torchrun.sh").read_text()
+    sbatch = (out / "launch.sbatch").read_text()
+    for path in (out / "torchrun.sh", out / "launch.sbatch"):
+        assert path.stat().st_mode & stat.S_IXUSR
+        bash_n(path)
+        assert "set -euo pipefail" in path.read_text()
+    # torchrun: node and GPU counts, c10d rendezvous, the config quoted
+    assert "NNODES=4\n" in torchrun and "NPROC_PER_NODE=8\n" in torchrun
+    assert '--nnodes "$NNODES"' in torchrun and '--nproc_per_node "$NPROC_PER_NODE"' in torchrun
+    assert "--rdzv_backend c10d" in torchrun
+    assert '--rdzv_endpoint "$MASTER_ADDR:$MASTER_PORT"' in torchrun
+    assert '-m vla_train run --config "$CONFIG" "$@"' in torchrun
+    assert (
+        f"CONFIG={cfg_path.resolve()}" in torchrun or f"CONFIG='{cfg_path.resolve()}'" in torchrun
+    )
+    assert "export CUDA_DEVICE_MAX_CONNECTIONS=1" in torchrun
+    # sbatch: directives, MASTER_ADDR from the node list, srun one task per node
+    for line in (
+        "#SBATCH --nodes=4",
+        "#SBATCH --ntasks-per-node=1",
+        "#SBATCH --gpus-per-node=8",
+        "#SBATCH --exclusive",
+        "#SBATCH --time=12:00:00",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --account=proj",
+    ):
+        assert line in sbatch.splitlines(), line
+    assert 'scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1' in sbatch
+    assert re.search(r"^srun \\\n  --nodes=4 \\\n  --ntasks-per-node=1 ", sbatch, re.M)
+    assert "--container-image=" in sbatch and 'bash "$LAUNCH_DIR/torchrun.sh" "$@"' in sbatch
+    assert f"LAUNCH_DIR='{out.resolve()}'" in sbatch
+    for env in (
+        "CUDA_DEVICE_MAX_CONNECTIONS=1",
+        "TORCH_NCCL_ASYNC_ERROR_HANDLING",
+        "TORCH_NCCL_AVOID_RECORD_STREAMS",
+        "OMP_NUM_THREADS",
+        "# export NCCL_IB_HCA",
+    ):
+        assert env in sbatch, env
+    # every #SBATCH line precedes the first command
+    first_cmd = min(i for i, x in enumerate(sbatch.splitlines()) if x.startswith("set "))
+    assert all(i < first_cmd for i, x in enumerate(sbatch.splitlines()) if x.startswith("#SBATCH"))
+    assert "#SBATCH --output" not in sbatch  # the space in the path: Slurm's default log
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["cluster"] == {
+        "nodes": 4,
+        "gpus_per_node": 8,
+        "world_size": 32,
+        "gpu": "H100 80 GB",
+    }
+    assert plan["layout"]["expert_dp"] == 4
+    assert plan["files"]["sbatch"] == str((out / "launch.sbatch").resolve())
+
+
+def test_scripts_run_under_a_fake_torchrun_and_srun(tmp_path: Path) -> None:
+    """Execute the scripts with stand-in `torchrun`, `srun` and `scontrol` on PATH."""
+    cfg_path = write(tmp_path, config())
+    out = tmp_path / "l"
+    res = CliRunner().invoke(
+        launch_command, ["--config", str(cfg_path), "--nodes", "2", "--out", str(out)]
+    )
+    assert res.exit_code == 0, res.output
+    assert (out / "logs").is_dir() and f"#SBATCH --output={out.resolve()}/logs/" in (
+        out / "launch.sbatch"
+    ).read_text()
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    (bin_ / "torchrun").write_text('#!/usr/bin/env bash\necho "torchrun $*"\n')
+    (bin_ / "scontrol").write_text("#!/usr/bin/env bash\nprintf 'gpu-a\\ngpu-b\\n'\n")
+    # srun: run the command once per "node", as Slurm would
+    (bin_ / "srun").write_text(
+        '#!/usr/bin/env bash\nwhile [[ "$1" == --* ]]; do shift; done\n"$@"\n"$@"\n'
+    )
+    for f in bin_.iterdir():
+        f.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MASTER_", "OMP_", "SLURM"))}
+    env.update(PATH=f"{bin_}:{env['PATH']}", SLURM_JOB_ID="42", SLURM_JOB_NODELIST="gpu-[a-b]")
+    env["SLURM_JOB_NUM_NODES"] = "2"
+    r = subprocess.run(
+        ["bash", str(out / "launch.sbatch"), "--steps", "3"], env=env, capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    calls = [x for x in r.stdout.splitlines() if x.startswith("torchrun ")]
+    assert len(calls) == 2
+    assert "--nnodes 2 --nproc_per_node 8 --rdzv_backend c10d" in calls[0]
+    assert "--rdzv_endpoint gpu-a:29500 --rdzv_id 42" in calls[0]
+    assert calls[0].endswith(f"-m vla_train run --config {cfg_path.resolve()} --steps 3")
+    # torchrun.sh alone refuses to guess MASTER_ADDR on several nodes
+    r = subprocess.run(["bash", str(out / "torchrun.sh")], env=env, capture_output=True, text=True)
+    assert r.returncode != 0 and "MASTER_ADDR" in r.stderr
+
+
+def test_torchrun_only_and_single_node(tmp_path: Path) -> None:
+    cfg_path = write(tmp_path, config(global_batch_size=16))
+    out = tmp_path / "single"
+    res = CliRunner().invoke(
+        launch_command,
+        ["--config", str(cfg_path), "--nodes", "1", "--scheduler", "torchrun", "--out", str(out)],
+    )
+    assert res.exit_code == 0, res.output
+    assert not (out / "launch.sbatch").exists()
+    text = (out / "torchrun.sh").read_text()
+    assert "NNODES=1\n" in text and 'MASTER_ADDR="${MASTER_ADDR:-localhost}"' in text
+    bash_n(out / "torchrun.sh")
+    res = CliRunner().invoke(
+        launch_command,
+        ["--config", str(cfg_path), "--nodes", "1", "--scheduler", "torchrun", "--time", "1:00:00"],
+    )
+    assert res.exit_code == 2 and "--scheduler slurm" in res.output
+
+
+def test_cli_errors(tmp_path: Path) -> None:
+    runner = CliRunner()
+    cfg_path = write(tmp_path, config(**par(tp=3)))
+    res = runner.invoke(launch_command, ["--config", str(cfg_path), "--nodes", "2"])
+    assert res.exit_code == 2
+    assert "error:" in res.output and "tensor_model_parallel_size (3)" in res.output
+    res = runner.invoke(launch_command, ["--nodes", "2"])
+    assert res.exit_code == 2 and "--config or --recipe" in res.output
+    res = runner.invoke(launch_command, ["--recipe", "nope", "--nodes", "2"])
+    assert res.exit_code == 2 and "unknown recipe 'nope'" in res.output
+    ok = write(tmp_path, config(), "ok.toml")
+    res = runner.invoke(
+        launch_command, ["--config", str(ok), "--nodes", "2", "--time", "soon", "--out", str(tmp_path / "o")]
+    )  # fmt: skip
+    assert res.exit_code == 2 and "--time" in res.output
+    # the rest of the config is still checked by TrainConfig
+    bad = write(tmp_path, {**config(), "micro_batch_size": 3, "global_batch_size": 512}, "b.toml")
+    res = runner.invoke(launch_command, ["--config", str(bad), "--nodes", "2", "--plan-only"])
+    assert res.exit_code == 2 and "micro_batch_size (3)" in res.output
+
+
+def test_plan_only_json_writes_nothing(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    cfg_path = write(tmp_path, config())
+    res = CliRunner().invoke(
+        launch_command, ["--config", str(cfg_path), "--nodes", "2", "--plan-only", "--json"]
+    )
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["layout"]["dp"] == 16
+    assert not (tmp_path / "launch").exists()
+
+
+# ---- recipes ---------------------------------------------------------------------------------
+
+
+def test_recipes_are_bundled() -> None:
+    assert recipe_names() == RECIPES
+    res = CliRunner().invoke(launch_command, ["--list-recipes"])
+    assert res.exit_code == 0 and res.output.split() == RECIPES
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_recipe_plans_at_32x8(name: str, tmp_path: Path) -> None:
+    raw = tomllib.loads(recipe_text(name))
+    assert raw["engine"] == "megatron" and raw["data"]["shards"] == "data/tokens"
+    assert check_train_config(raw, name, None) is None  # TrainConfig-shaped
+    plan = make_plan(raw, 32, 8, source=name)
+    assert plan["cluster"]["world_size"] == 256 and not plan["warnings"]
+    assert plan["memory"]["fraction_of_budget"] < 0.8
+    assert 3.9e6 < plan["batch"]["tokens_per_step"] < 4.3e6
+    # the header states the numbers this code computes
+    head = recipe_text(name).split("\nengine", 1)[0]
+    assert f"{plan['memory']['total_gb']:.1f} GB of 80 GB" in head
+    assert f"{plan['throughput']['step_time_s']:.3f} s/step" in head
+    assert f"{plan['throughput']['tokens_per_s'] / 1e6:.2f}M tokens/s" in head
+    lay = plan["layout"]
+    assert f"TP {lay['tp']}, PP {lay['pp']}, EP {lay['ep']}" in head and f"DP {lay['dp']}" in head
+    # and launch writes a run.toml copy next to the scripts
+    out = tmp_path / "out"
+    res = CliRunner().invoke(launch_command, ["--recipe", name, "--nodes", "32", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert (out / "run.toml").read_text() == recipe_text(name)
+    assert f"CONFIG={(out / 'run.toml').resolve()}" in (out / "torchrun.sh").read_text()
+    bash_n(out / "launch.sbatch")
+
+
+def test_moe_recipe_layout() -> None:
+    plan = make_plan(tomllib.loads(recipe_text("vla-10b-moe-256xh100")), 32, 8)
+    assert plan["model"]["num_experts"] == 64
+    assert plan["layout"]["ep"] == 8 and plan["layout"]["expert_dp"] == 32
