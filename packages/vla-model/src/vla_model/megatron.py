@@ -229,7 +229,7 @@ def to_transformer_config(cfg: ModelConfig, **kwargs: Any) -> TransformerConfig:
     return TransformerConfig(**transformer_config_kwargs(cfg, **kwargs))
 
 
-def decoder_block_spec(tc: TransformerConfig, spec: Spec) -> Any:
+def decoder_block_spec(tc: TransformerConfig, spec: Spec, vp_stage: int | None = None) -> Any:
     """megatron's per-layer block spec (dense and MoE layers as `moe_layer_freq` says):
     `get_gpt_decoder_block_spec`, which uses `get_gpt_layer_with_transformer_engine_spec` or
     `get_gpt_layer_local_spec` (RMSNorm) for each layer."""
@@ -238,7 +238,7 @@ def decoder_block_spec(tc: TransformerConfig, spec: Spec) -> Any:
     if spec == "te" and not have_transformer_engine():
         raise MegatronConfigError("spec 'te' needs transformer_engine, which does not import")
     return get_gpt_decoder_block_spec(
-        tc, use_transformer_engine=spec == "te", normalization="RMSNorm"
+        tc, use_transformer_engine=spec == "te", normalization="RMSNorm", vp_stage=vp_stage
     )
 
 
@@ -249,13 +249,18 @@ def build_gpt_model(
     params_dtype: torch.dtype = torch.float32,
     experts: ExpertLayout | None = None,
     use_cpu_initialization: bool | None = None,
+    pre_process: bool = True,
+    post_process: bool = True,
+    vp_stage: int | None = None,
     **config_overrides: Any,
 ) -> GPTModel:
     """A megatron-core `GPTModel` with `cfg`'s architecture (RoPE, untied/tied output layer).
 
     Needs `torch.distributed` and megatron's `parallel_state` initialised (`init_single_process`
     for one process). `use_cpu_initialization` defaults to "no CUDA available"; the model's
-    parameters are on the current CUDA device otherwise. The spec actually used is stored as
+    parameters are on the current CUDA device otherwise. Under pipeline parallelism pass the
+    stage's `pre_process` (has the embedding) / `post_process` (has the output layer) and, with
+    virtual stages, `vp_stage`; parallel sizes go in `config_overrides`. The spec actually used is stored as
     `model.vla_spec`, the expert layout as `model.vla_experts`.
     """
     from megatron.core.models.gpt.gpt_model import GPTModel
@@ -276,13 +281,16 @@ def build_gpt_model(
     theta = cfg.rope_theta
     model = GPTModel(
         config=tc,
-        transformer_layer_spec=decoder_block_spec(tc, s),
+        transformer_layer_spec=decoder_block_spec(tc, s, vp_stage),
         vocab_size=cfg.vocab_size,
         max_sequence_length=cfg.max_position_embeddings,
         share_embeddings_and_output_weights=cfg.tie_embeddings,
         position_embedding_type="rope",
         rotary_percent=1.0,
         rotary_base=int(theta) if float(theta).is_integer() else theta,
+        pre_process=pre_process,
+        post_process=post_process,
+        vp_stage=vp_stage,
     )
     model.vla_spec = s
     model.vla_experts = experts if cfg.is_moe else None

@@ -1,3 +1,4 @@
 from vla_train.cli import main
 
-main()
+if __name__ == "__main__":
+    main()

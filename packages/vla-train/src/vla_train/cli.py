@@ -27,8 +27,12 @@ def _load(config: Path) -> TrainConfig:
 def _run(cfg: TrainConfig, resume: bool, steps: int | None) -> None:
     from vla_train.checkpoint import CheckpointError
     from vla_train.data import DataError
-    from vla_train.engine import Trainer
     from vla_train.monitor import TrainingStopped
+
+    if cfg.engine == "megatron":
+        from vla_train.megatron_engine import MegatronTrainer as Trainer
+    else:
+        from vla_train.engine import Trainer
 
     try:
         trainer = Trainer(cfg, resume=resume)
@@ -55,7 +59,7 @@ def _run(cfg: TrainConfig, resume: bool, steps: int | None) -> None:
 @click.group()
 @click.version_option(package_name="vla-train")
 def main() -> None:
-    """Train VLA models (torch engine; the megatron engine is reserved)."""
+    """Train VLA models: the torch engine (CPU/dev, DDP) and the megatron engine (GPUs)."""
 
 
 @main.command()
@@ -163,3 +167,12 @@ def tiny(
     if cfg.data.eod_id is None:
         _fail(f"{shards}: no vocab_layout.json found; pass --eod-id")
     _run(cfg, resume=True, steps=None)
+
+
+def _register_launch() -> None:
+    from vla_train.launch import launch_command
+
+    main.add_command(launch_command, "launch")
+
+
+_register_launch()

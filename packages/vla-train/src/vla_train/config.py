@@ -2,7 +2,7 @@
 
 ```toml
 out_dir = "runs/tiny"            # checkpoints/, metrics.jsonl, tensorboard/ go here
-engine = "torch"                 # "megatron" is reserved (GPU engine, another issue)
+engine = "torch"                 # or "megatron" (GPUs: TP/PP/CP/EP/DP, FP8; [parallel], [fp8])
 seed = 0
 seq_length = 128
 micro_batch_size = 4
@@ -24,6 +24,10 @@ eod_id = 0                       # optional when vocab_layout has <|endoftext|>
 [checkpoint]  every, keep_last
 [logging]     every, tensorboard, progress, peak_tflops
 [guards]      max_skipped_steps, spike_factor, spike_window
+[parallel]    megatron engine: tensor/pipeline/virtual/context/expert parallel sizes,
+              sequence_parallel, use_distributed_optimizer, overlap_grad_reduce, ...
+[fp8]         megatron engine: recipe = "none" | "delayed" | "current", first_last_layers_bf16
+[megatron]    megatron engine: spec, recompute, fusions, MoE token dispatcher
 ```
 Relative paths are resolved against the TOML file's folder.
 """
@@ -155,6 +159,77 @@ class GuardSection(_Strict):
     spike_min_history: int = Field(default=10, ge=1)
 
 
+class ParallelSection(_Strict):
+    """megatron engine: how the model and the batch are split over `WORLD_SIZE` GPUs
+    (data-parallel size = world / (tensor x pipeline x context))."""
+
+    tensor_model_parallel_size: int = Field(default=1, ge=1)
+    pipeline_model_parallel_size: int = Field(default=1, ge=1)
+    virtual_pipeline_model_parallel_size: int | None = Field(default=None, ge=1)
+    context_parallel_size: int = Field(default=1, ge=1)
+    expert_model_parallel_size: int = Field(default=1, ge=1)
+    expert_tensor_parallel_size: int | None = Field(
+        default=None, ge=1, description="default: tensor_model_parallel_size"
+    )
+    sequence_parallel: bool = Field(default=False, description="needs tensor parallel > 1")
+    use_distributed_optimizer: bool = Field(
+        default=True, description="shard FP32 master weights and Adam state over data parallel"
+    )
+    overlap_grad_reduce: bool = False
+    overlap_param_gather: bool = False
+    grad_reduce_in_fp32: bool = True
+    recompute_granularity: Literal["none", "selective", "full"] = "none"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ParallelSection:
+        if self.sequence_parallel and self.tensor_model_parallel_size == 1:
+            raise ValueError("parallel.sequence_parallel needs tensor_model_parallel_size > 1")
+        if self.virtual_pipeline_model_parallel_size and self.pipeline_model_parallel_size == 1:
+            raise ValueError(
+                "parallel.virtual_pipeline_model_parallel_size needs pipeline_model_parallel_size > 1"
+            )
+        if self.overlap_param_gather and not self.use_distributed_optimizer:
+            raise ValueError("parallel.overlap_param_gather needs use_distributed_optimizer")
+        return self
+
+    @property
+    def model_parallel_size(self) -> int:
+        return (
+            self.tensor_model_parallel_size
+            * self.pipeline_model_parallel_size
+            * self.context_parallel_size
+        )
+
+
+class FP8Section(_Strict):
+    """megatron engine: FP8 GEMMs through Transformer Engine (`recipe = "none"`: BF16).
+    `delayed` = delayed scaling (amax history), `current` = per-tensor current scaling."""
+
+    recipe: Literal["none", "delayed", "current"] = "none"
+    format: Literal["hybrid", "e4m3"] = Field(
+        default="hybrid", description="hybrid: E4M3 forward, E5M2 gradients"
+    )
+    amax_history_len: int = Field(default=1024, ge=1)
+    amax_compute_algo: Literal["max", "most_recent"] = "max"
+    first_last_layers_bf16: bool = False
+    num_layers_at_start_in_bf16: int = Field(default=1, ge=0)
+    num_layers_at_end_in_bf16: int = Field(default=1, ge=0)
+
+
+class MegatronSection(_Strict):
+    """megatron engine: layer implementation and kernel choices."""
+
+    spec: Literal["auto", "te", "local"] = Field(
+        default="auto", description="auto: Transformer Engine layers when TE imports"
+    )
+    cross_entropy_fusion: bool = Field(default=True, description="fused vocab-parallel CE")
+    moe_token_dispatcher: Literal["alltoall", "allgather"] = "alltoall"
+    moe_grouped_gemm: bool = Field(default=True, description="grouped GEMM experts (TE spec)")
+    manual_gc_interval: int = Field(
+        default=0, ge=0, description="run gc.collect() every N steps with automatic gc off (0: off)"
+    )
+
+
 class TrainConfig(_Strict):
     """The whole run; `TrainConfig.load(path)` reads and validates a TOML file."""
 
@@ -174,6 +249,9 @@ class TrainConfig(_Strict):
     checkpoint: CheckpointSection = Field(default_factory=CheckpointSection)
     logging: LoggingSection = Field(default_factory=LoggingSection)
     guards: GuardSection = Field(default_factory=GuardSection)
+    parallel: ParallelSection = Field(default_factory=ParallelSection)
+    fp8: FP8Section = Field(default_factory=FP8Section)
+    megatron: MegatronSection = Field(default_factory=MegatronSection)
 
     @model_validator(mode="after")
     def _batch(self) -> TrainConfig:
@@ -184,6 +262,19 @@ class TrainConfig(_Strict):
             )
         if self.schedule.warmup_steps > self.schedule.train_steps:
             raise ValueError("schedule.warmup_steps exceeds schedule.train_steps")
+        if self.engine == "torch":
+            megatron_only = [
+                name
+                for name, section in (("parallel", self.parallel), ("fp8", self.fp8))
+                if section != type(section)()
+            ]
+            if megatron_only:
+                raise ValueError(
+                    f"[{'], ['.join(megatron_only)}] need engine = 'megatron' (the torch engine "
+                    "is data-parallel only, in BF16 autocast or FP32)"
+                )
+        if self.engine == "megatron" and self.fp8.recipe != "none" and self.precision == "fp32":
+            raise ValueError("fp8 needs precision 'auto' or 'bf16' (FP8 GEMMs, BF16 elsewhere)")
         return self
 
     def accumulation_steps(self, world_size: int) -> int:

@@ -1,0 +1,232 @@
+"""Training throughput of the megatron engine on one GPU vs the stock-transformers anchor.
+
+The anchor (issue 8, measured 2026-11-23 on one H100): transformers' Qwen3ForCausalLM in the
+vla-1b-dense shape (24 layers, hidden 2048, FFN 8192, 32/8 heads, head_dim 64, vocab 152064),
+seq 4096, micro-batch 2, bf16 weights, SDPA, fused AdamW, `torch.compile`: 31,500 tokens/s.
+This script re-measures the anchor in the same call (`anchor` variant) and runs our megatron
+engine (`vla_train.megatron_engine`, the full `vla-train run` path: megatron-core DDP,
+distributed optimizer with FP32 master weights, token shards through megatron's GPTDataset) in
+BF16 and FP8. Every variant runs in its own process; one JSON object is printed (and written to
+`--out`).
+
+MFU = tokens/s x (6 x (params - input embedding) + 12 x layers x hidden x seq) / 989 TFLOP/s,
+the anchor's formula (dense BF16 peak of an H100 SXM; FP8 runs are also divided by it).
+
+    python packages/vla-train/bench/megatron_mfu.py --out result.json \\
+        [--variants anchor,bf16,fp8-delayed,fp8-current] [--steps 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PEAK = 989e12
+VARIANTS = {
+    "bf16": {},
+    "bf16-mb4": {"micro": 4},
+    "fp8-delayed": {"fp8": {"recipe": "delayed"}},
+    "fp8-current": {"fp8": {"recipe": "current"}},
+}
+
+
+def anchor_flops_per_token(layers: int, hidden: int, seq: int, params: int, emb: int) -> float:
+    return 6 * (params - emb) + 12 * layers * hidden * seq
+
+
+def write_random_shards(folder: Path, vocab: int, tokens: int, seed: int = 0) -> int:
+    """Random-token documents (lengths 256..8192) as megatron token shards; EOD = vocab - 1."""
+    import numpy as np
+    import torch
+    from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
+
+    rng = np.random.default_rng(seed)
+    eod = vocab - 1
+    b = IndexedDatasetBuilder(str(folder / "random__text.bin"), dtype=np.int32)
+    done = 0
+    while done < tokens:
+        n = int(rng.integers(256, 8192))
+        ids = rng.integers(0, vocab - 1, size=n, dtype=np.int64).tolist() + [eod]
+        b.add_document(torch.tensor(ids), [len(ids)])
+        done += len(ids)
+    b.finalize(str(folder / "random__text.idx"))
+    return eod
+
+
+def run_anchor(args) -> dict:
+    """transformers Qwen3ForCausalLM, bf16, SDPA, fused AdamW, torch.compile (the anchor)."""
+    import torch
+    from transformers import Qwen3ForCausalLM
+
+    from vla_model import resolve_config
+    from vla_model.hf import to_hf_config
+
+    mcfg = resolve_config("vla-1b-dense")
+    torch.manual_seed(0)
+    hf_cfg = to_hf_config(mcfg)
+    model = Qwen3ForCausalLM._from_config(
+        hf_cfg, attn_implementation="sdpa", torch_dtype=torch.bfloat16
+    ).cuda()
+    model.train()
+    params = sum(p.numel() for p in model.parameters())
+    emb = model.model.embed_tokens.weight.numel()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    step_fn = torch.compile(model) if args.compile else model
+    mb, seq = args.micro, args.seq
+    ids = torch.randint(0, mcfg.vocab_size, (mb, seq), device="cuda")
+    times = []
+    for _ in range(args.steps):
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        loss = step_fn(input_ids=ids, labels=ids).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    dt = statistics.median(times[args.skip :])
+    tps = mb * seq / dt
+    f = anchor_flops_per_token(mcfg.num_layers, mcfg.hidden_size, seq, params, emb)
+    return {
+        "variant": "anchor",
+        "what": f"transformers Qwen3ForCausalLM bf16 SDPA fused AdamW compile={args.compile}",
+        "params": params,
+        "tokens_per_s": tps,
+        "mfu": tps * f / PEAK,
+        "median_step_s": dt,
+        "max_memory_gib": torch.cuda.max_memory_allocated() / 2**30,
+        "loss_last": float(loss),
+    }
+
+
+def run_ours(args, name: str) -> dict:
+    """The megatron engine through `vla-train run` on random token shards."""
+    import torch
+
+    from vla_model import count_parameters, resolve_config
+    from vla_train.config import TrainConfig
+    from vla_train.megatron_engine import MegatronTrainer
+
+    v = VARIANTS[name]
+    micro = v.get("micro", args.micro)
+    mcfg = resolve_config("vla-1b-dense")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        eod = write_random_shards(tmp, mcfg.vocab_size, (args.steps + 2) * micro * args.seq * 2)
+        cfg = TrainConfig.from_dict(
+            {
+                "out_dir": str(tmp / "run"),
+                "engine": "megatron",
+                "seq_length": args.seq,
+                "micro_batch_size": micro,
+                "global_batch_size": micro,
+                "model": {"preset": "vla-1b-dense"},
+                "data": {"shards": str(tmp), "eod_id": eod, "document_mask": False},
+                "optimizer": {"lr": 1e-4, "min_lr": 1e-5},
+                "schedule": {"train_steps": args.steps, "warmup_steps": 2},
+                "checkpoint": {"every": 10**6, "save_final": False},
+                "logging": {"tensorboard": False, "progress": False},
+                "parallel": {"use_distributed_optimizer": True},
+                "fp8": v.get("fp8", {}),
+                "megatron": {"manual_gc_interval": 50},
+            }
+        )
+        trainer = MegatronTrainer(cfg, resume=False)
+        trainer.train()
+        recs = [json.loads(line) for line in (cfg.out_dir / "metrics.jsonl").open()]
+    dt = statistics.median(r["step_time_s"] for r in recs[args.skip :])
+    tps = micro * args.seq / dt
+    counts = count_parameters(mcfg)
+    emb = mcfg.vocab_size * mcfg.hidden_size
+    f = anchor_flops_per_token(mcfg.num_layers, mcfg.hidden_size, args.seq, counts.total, emb)
+    return {
+        "variant": name,
+        "what": f"vla-train megatron engine, spec {trainer.spec}, micro {micro}, "
+        f"fp8 {cfg.fp8.recipe}, distributed optimizer, TE {trainer.have_te}",
+        "params": counts.total,
+        "tokens_per_s": tps,
+        "mfu": tps * f / PEAK,
+        "median_step_s": dt,
+        "engine_mfu_own_flops": statistics.median(r["mfu"] for r in recs[args.skip :]),
+        "max_memory_gib": torch.cuda.max_memory_allocated() / 2**30,
+        "loss_first": recs[0]["loss"],
+        "loss_last": recs[-1]["loss"],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--variants", default="anchor,bf16,fp8-delayed,fp8-current")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--skip", type=int, default=5, help="warm-up steps left out of the median")
+    ap.add_argument("--seq", type=int, default=4096)
+    ap.add_argument("--micro", type=int, default=2)
+    ap.add_argument("--no-compile", dest="compile", action="store_false")
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # child: run one variant
+    args = ap.parse_args()
+
+    if args.one:
+        res = run_anchor(args) if args.one == "anchor" else run_ours(args, args.one)
+        print("RESULT " + json.dumps(res), flush=True)
+        return
+
+    import torch
+
+    results, errors = [], {}
+    for name in args.variants.split(","):
+        cmd = [sys.executable, __file__, "--one", name, "--steps", str(args.steps)]
+        cmd += ["--skip", str(args.skip), "--seq", str(args.seq), "--micro", str(args.micro)]
+        if not args.compile:
+            cmd.append("--no-compile")
+        t = time.perf_counter()
+        p = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+        lines = [x for x in p.stdout.splitlines() if x.startswith("RESULT ")]
+        if p.returncode == 0 and lines:
+            r = json.loads(lines[-1][7:])
+            r["wall_s"] = round(time.perf_counter() - t, 1)
+            results.append(r)
+        else:
+            errors[name] = (p.stdout + p.stderr)[-3000:]
+        print(json.dumps(results[-1] if name not in errors else {name: "failed"}), flush=True)
+    by = {r["variant"]: r for r in results}
+    ratios = {}
+    if "anchor" in by:
+        for r in results:
+            ratios[f"{r['variant']}_vs_anchor"] = r["tokens_per_s"] / by["anchor"]["tokens_per_s"]
+    if "bf16" in by:
+        for k in ("fp8-delayed", "fp8-current"):
+            if k in by:
+                ratios[f"{k}_vs_bf16"] = by[k]["tokens_per_s"] / by["bf16"]["tokens_per_s"]
+    out = {
+        "bench": "megatron_mfu",
+        "date": datetime.date.today().isoformat(),
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "torch": torch.__version__,
+        "command": " ".join(sys.argv),
+        "shape": "vla-1b-dense: 24 layers, hidden 2048, FFN 8192, 32/8 heads, vocab 152064",
+        "seq": args.seq,
+        "micro_batch": args.micro,
+        "steps": args.steps,
+        "anchor_reference_tokens_per_s": 31500,
+        "target_tokens_per_s": 1.3 * 31500,
+        "results": results,
+        "ratios": ratios,
+        "errors": errors,
+    }
+    text = json.dumps(out, indent=1)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

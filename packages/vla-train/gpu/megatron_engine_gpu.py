@@ -1,0 +1,292 @@
+"""Checks of the megatron engine on GPUs, each a real `vla-train run` in its own process.
+
+Run from the repository root on a CUDA machine with megatron-core (and, for the TE/FP8 checks,
+Transformer Engine) importable:
+
+    PYTHONPATH=/tmp/site:$(ls -d packages/*/src | paste -sd:) \\
+        python3 packages/vla-train/gpu/megatron_engine_gpu.py --out megatron_engine_gpu.json
+
+One GPU:
+- `dense`: a small dense model (hidden 256, 4 layers, byte-level token shards, seq 512, 2
+  micro-batches per step), BF16, distributed optimizer, 40 steps: every loss finite, the loss
+  falls by > 1 nat; checkpoint at step 20 and 40.
+- `resume`: the same run stopped after 20 steps (`--steps 20`), then `vla-train resume`: its
+  steps 21..40 must equal the uninterrupted run's (max abs diff reported; bit-identical is the
+  expectation with deterministic kernels, bf16 tolerance is accepted).
+- `document_mask`: packed documents kept apart (THD packed sequences with TE, block mask local).
+- `moe`: a small MoE (8 experts, top-2, aux + z loss), 30 steps, the loss falls.
+- `local_spec`: megatron's local (non-TE) layers, 20 steps.
+- `fp8_delayed`, `fp8_current`: FP8 GEMMs (TE only), 30 steps, the loss falls.
+Two or more GPUs (skipped otherwise, reported as such):
+- `tp2`: TP=2 + sequence parallel, losses close to the 1-GPU `dense` run;
+- `ep2`: the MoE with EP=2 (alltoall dispatcher), the loss falls;
+- `tp2_to_tp1`: the TP=2 checkpoint loaded at TP=1: logits equal (bf16 tolerance).
+
+Prints one JSON object (also written to --out); exit status 1 when a check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PACKAGES = Path(__file__).resolve().parents[2]
+SMALL = {
+    "hidden_size": 256,
+    "num_layers": 4,
+    "num_attention_heads": 8,
+    "num_kv_heads": 4,
+    "head_dim": 32,
+    "ffn_hidden_size": 768,
+    "vocab_size": 512,
+    "max_position_embeddings": 1024,
+}
+
+
+def env() -> dict:
+    e = os.environ.copy()
+    src = ":".join(str(p) for p in sorted(PACKAGES.glob("*/src")))
+    e["PYTHONPATH"] = f"{e['PYTHONPATH']}:{src}" if e.get("PYTHONPATH") else src
+    e.setdefault("CUDA_DEVICE_MAX_CONNECTIONS", "1")
+    e["PYTHONUNBUFFERED"] = "1"
+    return e
+
+
+def write_shards(folder: Path) -> int:
+    """Byte-level shards (id = UTF-8 byte, EOD 256) of repetitive English-like text."""
+    import numpy as np
+    import torch
+    from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
+
+    rng = np.random.default_rng(0)
+    words = (
+        "the car turns left at the next junction while the bus waits behind the truck "
+        "a cyclist crosses the road and the light changes to green so traffic moves on"
+    ).split()
+    b = IndexedDatasetBuilder(str(folder / "sample__text.bin"), dtype=np.uint16)
+    for _ in range(3000):
+        n = int(rng.integers(20, 200))
+        text = " ".join(rng.choice(words, size=n))
+        ids = list(text.encode()) + [256]
+        b.add_document(torch.tensor(ids), [len(ids)])
+    b.finalize(str(folder / "sample__text.idx"))
+    return 256
+
+
+def config(root: Path, shards: Path, name: str, **over) -> Path:
+    """A TOML config for one check."""
+    model = over.pop("model", {"preset": "tiny-dense", "overrides": SMALL})
+    cfg = {
+        "out_dir": str(root / name),
+        "engine": "megatron",
+        "seq_length": 512,
+        "micro_batch_size": 4,
+        "global_batch_size": 8,
+        "model": model,
+        "data": {"shards": str(shards), "eod_id": 256, "document_mask": False},
+        "optimizer": {"lr": 2e-3, "min_lr": 2e-4},
+        "schedule": {"train_steps": 40, "warmup_steps": 5},
+        "checkpoint": {"every": 20, "keep_last": 2},
+        "logging": {"tensorboard": False, "progress": False},
+    }
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(cfg.get(k), dict):
+            cfg[k] = {**cfg[k], **v}
+        else:
+            cfg[k] = v
+    path = root / f"{name}.json"
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+def vla_train(args: list[str], nproc: int = 1, timeout: int = 300) -> subprocess.CompletedProcess:
+    if nproc > 1:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc)]
+        cmd += ["--master_port", "29511", "-m", "vla_train", *args]
+    else:
+        cmd = [sys.executable, "-m", "vla_train", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env(), timeout=timeout)
+
+
+def losses(run_dir: Path) -> list[float]:
+    f = run_dir / "metrics.jsonl"
+    if not f.is_file():
+        return []
+    return [json.loads(line)["loss"] for line in f.open()]
+
+
+def records(run_dir: Path) -> list[dict]:
+    f = run_dir / "metrics.jsonl"
+    return [json.loads(line) for line in f.open()] if f.is_file() else []
+
+
+def check_run(root: Path, cfg: Path, name: str, nproc: int = 1, fall: float = 1.0) -> dict:
+    t = time.perf_counter()
+    p = vla_train(["run", "--config", str(cfg)], nproc)
+    recs = records(root / name)
+    ls = [r["loss"] for r in recs]
+    ok = p.returncode == 0 and ls and all(math.isfinite(x) for x in ls) and ls[-1] < ls[0] - fall
+    out = {
+        "ok": bool(ok),
+        "rc": p.returncode,
+        "wall_s": round(time.perf_counter() - t, 1),
+        "steps": len(ls),
+        "loss_first": ls[0] if ls else None,
+        "loss_last": ls[-1] if ls else None,
+        "tokens_per_s_median": sorted(r["tokens_per_s"] for r in recs)[len(recs) // 2]
+        if recs
+        else None,
+        "max_memory_gib": max((r.get("max_memory_gib", 0) or 0) for r in recs) if recs else None,
+    }
+    moe = {k: v for k, v in (recs[-1] if recs else {}).items() if k.startswith("moe_")}
+    if moe:
+        out["moe_last"] = moe
+    if not ok:
+        out["log_tail"] = (p.stdout + p.stderr)[-2500:]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--only", default=None, help="comma-separated check names")
+    args = ap.parse_args()
+    sys.path[:0] = [str(p) for p in sorted(PACKAGES.glob("*/src"))]
+    import torch
+
+    from vla_model.megatron import have_transformer_engine
+
+    te = have_transformer_engine()
+    gpus = torch.cuda.device_count()
+    want = set(args.only.split(",")) if args.only else None
+    res: dict = {
+        "device": torch.cuda.get_device_name(0),
+        "gpus": gpus,
+        "transformer_engine": te,
+        "date": time.strftime("%Y-%m-%d"),
+        "command": " ".join(sys.argv),
+        "checks": {},
+    }
+    checks = res["checks"]
+
+    def on(name: str) -> bool:
+        return want is None or name in want
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        shards = root / "shards"
+        shards.mkdir()
+        write_shards(shards)
+        if on("dense") or on("resume"):
+            checks["dense"] = check_run(root, config(root, shards, "dense"), "dense")
+        if on("resume"):
+            cfg = config(root, shards, "resume")
+            t = time.perf_counter()
+            p1 = vla_train(["run", "--config", str(cfg), "--steps", "20"])
+            p2 = vla_train(["resume", "--config", str(cfg)])
+            a, b = losses(root / "dense"), losses(root / "resume")
+            diff = max((abs(x - y) for x, y in zip(a, b, strict=False)), default=None)
+            checks["resume"] = {
+                "ok": p1.returncode == 0 and p2.returncode == 0 and len(b) == 40 and diff < 2e-2,
+                "steps": len(b),
+                "max_abs_loss_diff_vs_uninterrupted": diff,
+                "bit_identical": a == b,
+                "wall_s": round(time.perf_counter() - t, 1),
+            }
+            if not checks["resume"]["ok"]:
+                checks["resume"]["log_tail"] = (p1.stderr + p2.stdout + p2.stderr)[-2500:]
+        if on("document_mask"):
+            cfg = config(root, shards, "docmask", data={"document_mask": True})
+            checks["document_mask"] = check_run(root, cfg, "docmask")
+        moe_model = {
+            "preset": "tiny-moe",
+            "overrides": {
+                **SMALL,
+                "moe": {
+                    "num_experts": 8,
+                    "top_k": 2,
+                    "expert_ffn_hidden_size": 256,
+                    "aux_loss_coeff": 1e-2,
+                    "z_loss_coeff": 1e-3,
+                },
+            },
+        }
+        if on("moe"):
+            cfg = config(root, shards, "moe", model=moe_model, schedule={"train_steps": 30})
+            checks["moe"] = check_run(root, cfg, "moe")
+        if on("local_spec"):
+            cfg = config(
+                root, shards, "local", megatron={"spec": "local"}, schedule={"train_steps": 20}
+            )
+            checks["local_spec"] = check_run(root, cfg, "local", fall=0.5)
+        for recipe in ("delayed", "current"):
+            name = f"fp8_{recipe}"
+            if not on(name):
+                continue
+            if not te:
+                checks[name] = {"ok": None, "skipped": "Transformer Engine does not import"}
+                continue
+            cfg = config(root, shards, name, fp8={"recipe": recipe}, schedule={"train_steps": 30})
+            checks[name] = check_run(root, cfg, name)
+        multi = ("tp2", "ep2", "tp2_to_tp1")
+        if gpus < 2:
+            for name in multi:
+                if on(name):
+                    checks[name] = {"ok": None, "skipped": f"{gpus} GPU visible, needs 2"}
+        else:
+            if on("tp2") or on("tp2_to_tp1"):
+                cfg = config(
+                    root,
+                    shards,
+                    "tp2",
+                    parallel={"tensor_model_parallel_size": 2, "sequence_parallel": True},
+                )
+                checks["tp2"] = check_run(root, cfg, "tp2", nproc=2)
+                a, b = losses(root / "dense"), losses(root / "tp2")
+                if a and b:
+                    checks["tp2"]["max_abs_loss_diff_vs_1gpu"] = max(
+                        abs(x - y) for x, y in zip(a, b, strict=False)
+                    )
+            if on("ep2"):
+                cfg = config(
+                    root,
+                    shards,
+                    "ep2",
+                    model=moe_model,
+                    parallel={"expert_model_parallel_size": 2},
+                    schedule={"train_steps": 30},
+                )
+                checks["ep2"] = check_run(root, cfg, "ep2", nproc=2)
+            if on("tp2_to_tp1"):
+                p = subprocess.run(
+                    [sys.executable, str(Path(__file__).with_name("megatron_reshard_check.py"))]
+                    + [str(root / "tp2.json")],
+                    capture_output=True,
+                    text=True,
+                    env=env(),
+                    timeout=300,
+                )
+                lines = [x for x in p.stdout.splitlines() if x.startswith("RESULT ")]
+                checks["tp2_to_tp1"] = (
+                    json.loads(lines[-1][7:])
+                    if lines
+                    else {"ok": False, "log_tail": (p.stdout + p.stderr)[-2500:]}
+                )
+    failed = [k for k, v in checks.items() if v.get("ok") is False]
+    res["failed"] = failed
+    text = json.dumps(res, indent=1)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()

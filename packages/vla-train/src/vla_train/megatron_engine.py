@@ -1,0 +1,797 @@
+"""The megatron engine: megatron-core on GPUs — TP/PP/CP/EP/DP, distributed optimizer, FP8.
+
+The same `TrainConfig`, data stream, schedule, loss and guards as the torch engine
+(`vla_train.engine`), realised with megatron-core 0.16:
+
+- `parallel_state.initialize_model_parallel` from `[parallel]`; one `GPTModel` per (virtual)
+  pipeline stage built by `vla_model.megatron.build_gpt_model` (TE layer spec when Transformer
+  Engine imports), wrapped in `Float16Module` (BF16) and megatron-core `DistributedDataParallel`;
+- megatron-core's optimizer (`get_megatron_optimizer`: Adam with decoupled weight decay on
+  matrices, FP32 master weights, the distributed optimizer by default) driven by our LR schedule;
+- `get_forward_backward_func()` over `accumulation` micro-batches per data-parallel rank, with
+  per-token loss (`calculate_per_token_loss`): the loss is the modality-weighted CE sum over the
+  global batch divided by its loss tokens, as in the torch engine; MoE aux/z losses and the
+  aux-loss-free expert bias are megatron's own (configured from the same `ModelConfig`);
+- packed documents stay apart (`data.document_mask`): THD packed sequences (cu_seqlens) with
+  the TE spec, an explicit block-causal mask with the local spec;
+- FP8 from `[fp8]` (delayed or current scaling; first/last layers optionally BF16);
+- checkpoints with megatron-core `dist_checkpointing` (torch_dist; model and optimizer are
+  sharded state dicts, so a checkpoint saved at one TP/PP size loads at another) in the same
+  atomic `step-N/` folders as the torch engine, plus per-rank RNG files and a manifest.
+
+Run under torchrun (`torchrun --nproc_per_node 8 -m vla_train run --config run.toml`); one
+process is one GPU. Needs CUDA.
+"""
+
+from __future__ import annotations
+
+import functools
+import gc
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from vla_model import flops_per_token
+from vla_train.checkpoint import (
+    MANIFEST,
+    CheckpointError,
+    CheckpointManifest,
+    _fsync,
+    _sha256,
+    digest_of,
+    latest_checkpoint,
+    list_checkpoints,
+    remove_partial,
+    step_dir,
+)
+from vla_train.config import TrainConfig, TrainConfigError
+from vla_train.data import Batch, MixtureStream, micro_batch_indices
+from vla_train.engine import CUDA_PEAK_TFLOPS, TrainResult, _dist_env
+from vla_train.modalities import TokenModalities
+from vla_train.monitor import MetricsLog, Progress, StepGuard, TrainingStopped, memory_stats
+from vla_train.schedule import lr_at
+
+DIST_DIR = "dist"  # megatron dist_checkpointing folder inside step-N/
+
+
+# ---- pure helpers (no megatron, no CUDA: unit-tested on CPU) -----------------------------------
+
+
+def transformer_overrides(cfg: TrainConfig, *, have_te: bool) -> dict[str, Any]:
+    """`TransformerConfig` fields the run sets on top of the model's own (vla-model)."""
+    p, f, m = cfg.parallel, cfg.fp8, cfg.megatron
+    bf16 = cfg.precision in ("auto", "bf16")
+    kw: dict[str, Any] = dict(
+        tensor_model_parallel_size=p.tensor_model_parallel_size,
+        pipeline_model_parallel_size=p.pipeline_model_parallel_size,
+        virtual_pipeline_model_parallel_size=p.virtual_pipeline_model_parallel_size,
+        context_parallel_size=p.context_parallel_size,
+        expert_model_parallel_size=p.expert_model_parallel_size,
+        expert_tensor_parallel_size=p.expert_tensor_parallel_size or p.tensor_model_parallel_size,
+        sequence_parallel=p.sequence_parallel,
+        pipeline_dtype=torch.bfloat16 if bf16 else torch.float32,
+        calculate_per_token_loss=True,
+        cross_entropy_loss_fusion=m.cross_entropy_fusion,
+        cross_entropy_fusion_impl="te" if (have_te and m.cross_entropy_fusion) else "native",
+        apply_rope_fusion=have_te,
+        bias_dropout_fusion=True,
+        masked_softmax_fusion=False,
+        gradient_accumulation_fusion=False,
+        deterministic_mode=False,
+    )
+    if p.recompute_granularity != "none":
+        kw["recompute_granularity"] = p.recompute_granularity
+        if p.recompute_granularity == "full":
+            kw.update(recompute_method="uniform", recompute_num_layers=1)
+    if f.recipe != "none":
+        kw.update(
+            fp8=f.format,
+            fp8_recipe={"delayed": "delayed", "current": "tensorwise"}[f.recipe],
+            fp8_amax_history_len=f.amax_history_len,
+            fp8_amax_compute_algo=f.amax_compute_algo,
+            first_last_layers_bf16=f.first_last_layers_bf16,
+            num_layers_at_start_in_bf16=f.num_layers_at_start_in_bf16,
+            num_layers_at_end_in_bf16=f.num_layers_at_end_in_bf16,
+        )
+    return kw
+
+
+def check_layout(cfg: TrainConfig, world: int) -> int:
+    """Validate `[parallel]` against the world size and the model; return the data-parallel
+    size. Every problem is named in one `TrainConfigError`."""
+    p, mcfg = cfg.parallel, cfg.resolve_model()
+    problems = []
+    mp = p.model_parallel_size
+    if world % mp:
+        problems.append(
+            f"world size {world} is not divisible by tensor x pipeline x context = {mp}"
+        )
+    tp = p.tensor_model_parallel_size
+    if mcfg.num_attention_heads % tp or mcfg.num_kv_heads % tp:
+        problems.append(
+            f"tensor_model_parallel_size {tp} must divide the {mcfg.num_attention_heads} heads "
+            f"and {mcfg.num_kv_heads} KV heads"
+        )
+    stages = p.pipeline_model_parallel_size * (p.virtual_pipeline_model_parallel_size or 1)
+    if mcfg.num_layers % stages:
+        problems.append(f"{mcfg.num_layers} layers do not split into {stages} pipeline stages")
+    ep = p.expert_model_parallel_size
+    if ep > 1:
+        if not mcfg.is_moe:
+            problems.append("expert_model_parallel_size > 1 needs an MoE model")
+        elif mcfg.moe.num_experts % ep:
+            problems.append(f"{mcfg.moe.num_experts} experts do not split over EP={ep}")
+        etp = p.expert_tensor_parallel_size or tp
+        if world % (etp * ep * p.pipeline_model_parallel_size):
+            problems.append(
+                f"world size {world} is not divisible by expert-tensor x expert x pipeline "
+                f"= {etp * ep * p.pipeline_model_parallel_size}"
+            )
+    cp = p.context_parallel_size
+    if cp > 1 and cfg.seq_length % (2 * cp):
+        problems.append(f"seq_length {cfg.seq_length} must be a multiple of 2 x CP = {2 * cp}")
+    if p.sequence_parallel and cfg.seq_length % tp:
+        problems.append(f"sequence parallel: seq_length {cfg.seq_length} not divisible by TP={tp}")
+    dp = max(world // mp, 1)
+    per_rank = cfg.global_batch_size // cfg.micro_batch_size
+    if per_rank % dp:
+        problems.append(
+            f"global_batch_size / micro_batch_size = {per_rank} is not divisible by the "
+            f"data-parallel size {dp}"
+        )
+    if p.virtual_pipeline_model_parallel_size and per_rank // max(dp, 1) % (
+        p.pipeline_model_parallel_size
+    ):
+        problems.append(
+            "interleaved pipelining needs micro-batches per step divisible by the pipeline size"
+        )
+    if problems:
+        raise TrainConfigError("megatron layout: " + "; ".join(problems))
+    return dp
+
+
+def document_boundaries(positions: torch.Tensor) -> torch.Tensor:
+    """cu_seqlens (int32) of a packed `[b, s]` batch flattened row-major: a document starts
+    where positions restart at 0 and at every row start."""
+    b, s = positions.shape
+    starts = positions == 0
+    starts[:, 0] = True
+    idx = torch.nonzero(starts.reshape(-1), as_tuple=False).flatten()
+    end = torch.tensor([b * s], device=positions.device, dtype=idx.dtype)
+    return torch.cat([idx, end]).to(torch.int32)
+
+
+def block_causal_mask(positions: torch.Tensor) -> torch.Tensor:
+    """`[b, 1, s, s]` bool mask, True = masked: causal and within each packed document."""
+    doc = (positions == 0).cumsum(dim=1)
+    s = positions.shape[1]
+    causal = torch.ones(s, s, dtype=torch.bool, device=positions.device).triu(1)
+    other_doc = doc[:, :, None] != doc[:, None, :]
+    return (causal[None] | other_doc)[:, None]
+
+
+def loss_terms(
+    token_loss: torch.Tensor,
+    loss_mask: torch.Tensor,
+    modality: torch.Tensor,
+    weights_by_code: torch.Tensor | None,
+    n_mod: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(weighted CE sum, loss-token count, report) of one micro-batch. `report` =
+    `[weighted sum, count, ce sum per modality..., count per modality...]` (float64)."""
+    ce = token_loss.float()
+    w = loss_mask if weights_by_code is None else loss_mask * weights_by_code[modality]
+    lm_sum = (ce * w).sum()
+    count = loss_mask.sum()
+    report = torch.zeros(2 + 2 * n_mod, dtype=torch.float64, device=ce.device)
+    report[0] = lm_sum.detach().double()
+    report[1] = count.double()
+    sel = loss_mask.reshape(-1) > 0
+    mod = modality.reshape(-1)[sel]
+    report[2 : 2 + n_mod] = torch.bincount(
+        mod, weights=ce.detach().reshape(-1)[sel].double(), minlength=n_mod
+    )[:n_mod]
+    report[2 + n_mod :] = torch.bincount(mod, minlength=n_mod)[:n_mod].double()
+    return lm_sum, count, report
+
+
+# ---- the engine --------------------------------------------------------------------------------
+
+
+class MegatronTrainer:
+    """Runs `cfg` (engine = "megatron") on this process's GPU, resuming from the latest
+    checkpoint in `out_dir/checkpoints` unless `resume=False`."""
+
+    def __init__(self, cfg: TrainConfig, *, resume: bool = True) -> None:
+        if cfg.engine != "megatron":
+            raise TrainConfigError(f"MegatronTrainer runs engine = 'megatron', not '{cfg.engine}'")
+        if not torch.cuda.is_available():
+            raise TrainConfigError(
+                "the megatron engine needs CUDA GPUs (megatron-core's DDP, optimizer and "
+                "schedules allocate on CUDA); use engine = 'torch' on CPU"
+            )
+        from megatron.core import parallel_state as ps
+        from megatron.core.tensor_parallel.random import model_parallel_cuda_manual_seed
+
+        from vla_model.megatron import have_transformer_engine, resolve_spec
+
+        self.cfg = cfg
+        self.rank, self.world, self.local_rank = _dist_env()
+        torch.cuda.set_device(self.local_rank)
+        self.device = torch.device("cuda", self.local_rank)
+        if not dist.is_initialized():
+            if self.world == 1:
+                os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+                os.environ.setdefault("MASTER_PORT", str(_free_port()))
+            dist.init_process_group("nccl", rank=self.rank, world_size=self.world)
+        self.is_main = self.rank == 0
+        self.dp = check_layout(cfg, self.world)
+        p = cfg.parallel
+        if not ps.model_parallel_is_initialized():
+            ps.initialize_model_parallel(
+                tensor_model_parallel_size=p.tensor_model_parallel_size,
+                pipeline_model_parallel_size=p.pipeline_model_parallel_size,
+                virtual_pipeline_model_parallel_size=p.virtual_pipeline_model_parallel_size,
+                context_parallel_size=p.context_parallel_size,
+                expert_model_parallel_size=p.expert_model_parallel_size,
+                expert_tensor_parallel_size=p.expert_tensor_parallel_size,
+            )
+        self.ps = ps
+        torch.manual_seed(cfg.seed)
+        model_parallel_cuda_manual_seed(cfg.seed)
+        self.dp_rank = ps.get_data_parallel_rank()
+        self.accum = cfg.accumulation_steps(self.dp)
+        self.bf16 = cfg.precision in ("auto", "bf16")
+        self.have_te = have_transformer_engine()
+        self.spec = resolve_spec(cfg.megatron.spec)
+        if cfg.fp8.recipe != "none" and self.spec != "te":
+            raise TrainConfigError(
+                "fp8 needs Transformer Engine (spec 'te'); it does not import here — see "
+                "packages/vla-model/gpu/te_setup.sh"
+            )
+        self.mcfg = cfg.resolve_model()
+        self.modalities = TokenModalities.from_path(cfg.data.vocab_layout)
+        self.n_mod = len(self.modalities.names)
+        weights = torch.ones(self.n_mod, device=self.device)
+        for name, w in cfg.loss.modality_weights.items():
+            weights[self.modalities.code(name)] = w
+        self.weights_by_code = None if bool((weights == 1).all()) else weights
+        self.document_mask = cfg.data.document_mask and cfg.data.reset_position_ids
+        if self.document_mask and p.context_parallel_size > 1:
+            raise TrainConfigError(
+                "data.document_mask with context parallelism is not supported: set "
+                "data.document_mask = false or context_parallel_size = 1"
+            )
+
+        self.chunks = self._build_model()
+        from megatron.core.utils import get_model_config
+
+        self.model_config = get_model_config(self.chunks[0])
+        self.optimizer = self._build_optimizer()
+        self._wire_model_config()
+
+        self.stream = MixtureStream(cfg, self.modalities)
+        if self.stream.eod >= self.mcfg.vocab_size:
+            raise TrainConfigError(f"EOD id {self.stream.eod} >= vocab_size {self.mcfg.vocab_size}")
+        self.guard = StepGuard(
+            cfg.guards.max_skipped_steps,
+            cfg.guards.spike_factor,
+            cfg.guards.spike_window,
+            cfg.guards.spike_min_history,
+        )
+        self.ckpt_root = cfg.out_dir / "checkpoints"
+        self.step = 0
+        self.resumed_from: Path | None = None
+        if resume:
+            self._maybe_resume()
+        self.metrics = MetricsLog(cfg.out_dir, cfg.logging.tensorboard, enabled=self.is_main)
+        if self.is_main:
+            self.metrics.truncate_after(self.step)
+            (cfg.out_dir / "train_config.json").write_text(cfg.to_json())
+        self.flops_per_token = flops_per_token(self.mcfg, cfg.seq_length).total
+        peak = cfg.logging.peak_tflops or CUDA_PEAK_TFLOPS
+        self.peak_flops = peak * 1e12
+
+    # ---- construction -------------------------------------------------------------------------
+
+    def _build_model(self) -> list[torch.nn.Module]:
+        from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
+        from megatron.core.transformer.module import Float16Module
+
+        from vla_model.megatron import build_gpt_model
+
+        cfg, ps = self.cfg, self.ps
+        p = cfg.parallel
+        overrides = transformer_overrides(cfg, have_te=self.have_te)
+        experts = None
+        if self.mcfg.is_moe:
+            experts = (
+                "grouped"
+                if (self.spec == "te" and cfg.megatron.moe_grouped_gemm)
+                else ("sequential")
+            )
+        vpp = p.virtual_pipeline_model_parallel_size
+        chunks = []
+        for vp in range(vpp or 1):
+            vp_stage = vp if vpp else None
+            model = build_gpt_model(
+                self.mcfg,
+                self.spec,
+                params_dtype=torch.bfloat16 if self.bf16 else torch.float32,
+                experts=experts,
+                use_cpu_initialization=False,
+                pre_process=ps.is_pipeline_first_stage(ignore_virtual=False, vp_stage=vp_stage),
+                post_process=ps.is_pipeline_last_stage(ignore_virtual=False, vp_stage=vp_stage),
+                vp_stage=vp_stage,
+                token_dispatcher=cfg.megatron.moe_token_dispatcher
+                if p.expert_model_parallel_size > 1
+                else "allgather",
+                **overrides,
+            )
+            model.cuda(torch.cuda.current_device())
+            if self.bf16:
+                model = Float16Module(model.config, model)
+            chunks.append(model)
+        ddp_config = DistributedDataParallelConfig(
+            grad_reduce_in_fp32=p.grad_reduce_in_fp32,
+            overlap_grad_reduce=p.overlap_grad_reduce,
+            overlap_param_gather=p.overlap_param_gather,
+            use_distributed_optimizer=p.use_distributed_optimizer,
+            check_for_nan_in_grad=False,
+            bucket_size=None if not p.overlap_grad_reduce else 40_000_000,
+        )
+        inner = chunks[0].module if self.bf16 else chunks[0]
+        wrapped = [
+            DistributedDataParallel(
+                config=inner.config, ddp_config=ddp_config, module=c, disable_bucketing=i > 0
+            )
+            for i, c in enumerate(chunks)
+        ]
+        for w in wrapped:
+            w.broadcast_params()
+        return wrapped
+
+    def _build_optimizer(self):
+        from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
+
+        o, p = self.cfg.optimizer, self.cfg.parallel
+        config = OptimizerConfig(
+            optimizer="adam",
+            lr=o.lr,
+            min_lr=o.min_lr,
+            weight_decay=o.weight_decay,
+            adam_beta1=o.betas[0],
+            adam_beta2=o.betas[1],
+            adam_eps=o.eps,
+            clip_grad=o.grad_clip,
+            bf16=self.bf16,
+            params_dtype=torch.bfloat16 if self.bf16 else torch.float32,
+            use_distributed_optimizer=p.use_distributed_optimizer,
+            overlap_param_gather=p.overlap_param_gather,
+        )
+        return get_megatron_optimizer(config, self.chunks)
+
+    def _wire_model_config(self) -> None:
+        from megatron.core.distributed import finalize_model_grads
+
+        c, p = self.model_config, self.cfg.parallel
+        c.finalize_model_grads_func = finalize_model_grads
+        c.grad_scale_func = self.optimizer.scale_loss
+        if p.overlap_grad_reduce:
+            fns = [m.no_sync for m in self.chunks]
+            c.no_sync_func = fns[0] if len(fns) == 1 else fns
+        if p.overlap_param_gather:
+            fns = [m.start_param_sync for m in self.chunks]
+            c.param_sync_func = fns[0] if len(fns) == 1 else fns
+
+    # ---- one step -----------------------------------------------------------------------------
+
+    def _micro_batches(self, step: int) -> list[Batch]:
+        return [
+            self.stream.batch(micro_batch_indices(step, m, self.cfg, self.dp_rank, self.dp)).to(
+                self.device
+            )
+            for m in range(self.accum)
+        ]
+
+    def _forward_step(self, data_iterator, model):
+        """megatron's `forward_step_func`: one micro-batch through this stage's model chunk."""
+        from megatron.core.packed_seq_params import PackedSeqParams
+        from megatron.core.utils import get_batch_on_this_cp_rank
+
+        b: Batch = next(data_iterator)
+        tokens, labels, positions = b.tokens, b.labels, b.positions
+        loss_mask, modality = b.loss_mask, b.modality
+        mask, packed = None, None
+        if self.document_mask and self.spec == "te":
+            cu = document_boundaries(positions)
+            n = tokens.numel()
+            packed = PackedSeqParams(
+                qkv_format="thd",
+                cu_seqlens_q=cu,
+                cu_seqlens_kv=cu,
+                max_seqlen_q=int((cu[1:] - cu[:-1]).max()),
+                max_seqlen_kv=int((cu[1:] - cu[:-1]).max()),
+            )
+            tokens, labels, positions = (t.reshape(1, n) for t in (tokens, labels, positions))
+            loss_mask, modality = loss_mask.reshape(1, n), modality.reshape(1, n)
+        elif self.document_mask:
+            mask = block_causal_mask(positions)
+        elif self.spec == "local":
+            s = positions.shape[1]
+            mask = torch.ones(s, s, dtype=torch.bool, device=self.device).triu(1)[None, None]
+        if self.cfg.parallel.context_parallel_size > 1:
+            parts = get_batch_on_this_cp_rank(
+                {
+                    "tokens": tokens,
+                    "labels": labels,
+                    "position_ids": positions,
+                    "loss_mask": loss_mask,
+                    "modality": modality,
+                }
+            )
+            tokens, labels, positions = parts["tokens"], parts["labels"], parts["position_ids"]
+            loss_mask, modality = parts["loss_mask"], parts["modality"]
+        out = model(tokens, positions, mask, labels=labels, packed_seq_params=packed)
+        return out, functools.partial(self._loss, loss_mask, modality)
+
+    def _loss(self, loss_mask, modality, token_loss):
+        lm_sum, count, report = loss_terms(
+            token_loss, loss_mask, modality, self.weights_by_code, self.n_mod
+        )
+        if self.cfg.parallel.context_parallel_size > 1:  # the loss is split over the CP ranks
+            dist.all_reduce(report, group=self.ps.get_context_parallel_group())
+        return lm_sum, count.to(torch.int), {"report": report}
+
+    def _reduce_report(self, reduced: list[dict]) -> torch.Tensor:
+        """Sum the micro-batch reports over the step and the data-parallel ranks; every rank
+        gets the result (from the last pipeline stage)."""
+        total = torch.zeros(2 + 2 * self.n_mod, dtype=torch.float64, device=self.device)
+        for r in reduced:
+            total += r["report"]
+        ps = self.ps
+        if ps.is_pipeline_last_stage(ignore_virtual=True):
+            dist.all_reduce(total, group=ps.get_data_parallel_group())
+        if ps.get_pipeline_model_parallel_world_size() > 1:
+            src = ps.get_pipeline_model_parallel_last_rank()
+            dist.broadcast(total, src=src, group=ps.get_pipeline_model_parallel_group())
+        return total
+
+    def _optimizer_step(self, step: int, loss: float) -> tuple[str | None, float]:
+        """megatron's optimizer step split open so the guards see loss and grad norm first:
+        prepare grads, global grad norm, guard, clip by that norm, step."""
+        from megatron.core.optimizer.clip_grads import clip_grad_by_total_norm_fp32
+
+        opt = self.optimizer
+        found_inf = opt.prepare_grads()
+        grad_norm = float("inf") if found_inf else float(opt.get_grad_norm())
+        reason = self.guard.check(step + 1, loss, grad_norm)
+        if reason is not None:
+            return reason, grad_norm
+        clip = self.cfg.optimizer.grad_clip
+        for sub in getattr(opt, "chained_optimizers", [opt]):
+            params = sub.get_parameters()
+            if clip > 0 and params:
+                clip_grad_by_total_norm_fp32(
+                    params,
+                    max_norm=clip,
+                    total_norm=grad_norm,
+                    use_decoupled_grad=sub.config.use_precision_aware_optimizer_no_fp8_or_ds_fp8,
+                )
+        opt.step_with_ready_grads()
+        return None, grad_norm
+
+    def train_step(self, step: int) -> dict[str, Any]:
+        """Forward/backward over the step's micro-batches (pipelined), guard, optimizer step."""
+        from megatron.core.pipeline_parallel import get_forward_backward_func
+
+        cfg = self.cfg
+        lr = lr_at(step, cfg.optimizer, cfg.schedule)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        for c in self.chunks:
+            c.zero_grad_buffer()
+        self.optimizer.zero_grad()
+        batches = self._micro_batches(step)
+        iters = iter(batches)
+        data = [iters] if len(self.chunks) == 1 else [iter(batches) for _ in self.chunks]
+        reduced = get_forward_backward_func()(
+            forward_step_func=self._forward_step,
+            data_iterator=data if len(self.chunks) > 1 else data[0],
+            model=self.chunks,
+            num_microbatches=self.accum,
+            seq_length=cfg.seq_length,
+            micro_batch_size=cfg.micro_batch_size,
+            decoder_seq_length=cfg.seq_length,
+            forward_only=False,
+        )
+        sums = self._reduce_report(reduced)
+        n_tokens = max(float(sums[1]), 1.0)
+        loss = float(sums[0]) / n_tokens
+        reason, grad_norm = self._optimizer_step(step, loss)
+        rec: dict[str, Any] = {"step": step + 1, "loss": loss, "grad_norm": grad_norm, "lr": lr}
+        n = self.n_mod
+        for c, name in enumerate(self.modalities.names):
+            cnt = float(sums[2 + n + c])
+            if cnt > 0:
+                rec[f"loss_{name}"] = float(sums[2 + c]) / cnt
+        rec["loss_tokens"] = int(sums[1])
+        rec.update(self._moe_metrics())
+        if reason is not None:
+            rec["skipped"] = reason
+        return rec
+
+    def _moe_metrics(self) -> dict[str, float]:
+        """Mean over layers of megatron's tracked MoE losses (load balancing, z-loss)."""
+        if not self.mcfg.is_moe:
+            return {}
+        try:
+            from megatron.core.transformer.moe.moe_utils import (
+                clear_aux_losses_tracker,
+                get_moe_layer_wise_logging_tracker,
+                reduce_aux_losses_tracker_across_ranks,
+            )
+        except ImportError:  # pragma: no cover - other megatron versions
+            return {}
+        reduce_aux_losses_tracker_across_ranks()
+        out = {}
+        for name, entry in get_moe_layer_wise_logging_tracker().items():
+            values = entry["values"].float()
+            layers = max(int((values != 0).sum()), 1)
+            out[f"moe_{name}"] = float(values.sum()) / layers / self.accum
+        clear_aux_losses_tracker()
+        return out
+
+    # ---- checkpoints --------------------------------------------------------------------------
+
+    def _sharded_state_dict(self, loading: bool = False) -> dict[str, Any]:
+        model_sd = model_sharded_state_dict(self.chunks)
+        sd = dict(model_sd)
+        sharding = (
+            "fully_sharded_model_space" if self.cfg.parallel.use_distributed_optimizer else (None)
+        )
+        kwargs = {"sharding_type": sharding} if sharding else {}
+        sd["optimizer"] = self.optimizer.sharded_state_dict(model_sd, is_loading=loading, **kwargs)
+        return sd
+
+    def _rng_tensors(self) -> dict[str, torch.Tensor]:
+        from megatron.core.tensor_parallel.random import get_cuda_rng_tracker
+
+        out = {"torch_cpu": torch.get_rng_state(), "torch_cuda": torch.cuda.get_rng_state()}
+        for name, state in get_cuda_rng_tracker().get_states().items():
+            out[f"tracker/{name}"] = state
+        return out
+
+    def save(self) -> Path | None:
+        """Checkpoint after `self.step` optimizer steps (collective over all ranks)."""
+        from megatron.core import dist_checkpointing
+        from safetensors.torch import save_file
+
+        root = self.ckpt_root
+        final = step_dir(root, self.step)
+        tmp = root / f".tmp-{final.name}"
+        if self.is_main:
+            root.mkdir(parents=True, exist_ok=True)
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            (tmp / DIST_DIR).mkdir(parents=True)
+        dist.barrier()
+        dist_checkpointing.save(self._sharded_state_dict(), str(tmp / DIST_DIR))
+        rng_file = tmp / f"rng-rank{self.rank}.safetensors"
+        save_file({k: v.contiguous() for k, v in self._rng_tensors().items()}, str(rng_file))
+        _fsync(rng_file)
+        dist.barrier()
+        if self.is_main:
+            files = {
+                str(f.relative_to(tmp)): _sha256(f) for f in sorted(tmp.rglob("*")) if f.is_file()
+            }
+            manifest = CheckpointManifest(
+                engine="megatron",
+                step=self.step,
+                consumed_samples=self.step * self.cfg.global_batch_size,
+                tokens_seen=self.step * self.cfg.tokens_per_step,
+                world_size=self.world,
+                model=json.loads(self.mcfg.to_json()),
+                param_groups=[{"lr": g["lr"]} for g in self.optimizer.param_groups[:1]],
+                trainer_state={
+                    "guard": self.guard.state(),
+                    "parallel": self.cfg.parallel.model_dump(mode="json"),
+                    "fp8": self.cfg.fp8.model_dump(mode="json"),
+                },
+                config_digest=digest_of(self.cfg.model_dump(mode="json")),
+                files=files,
+            )
+            (tmp / MANIFEST).write_text(manifest.model_dump_json(indent=1) + "\n")
+            _fsync(tmp / MANIFEST)
+            if final.exists():
+                shutil.rmtree(final)
+            os.rename(tmp, final)
+            _fsync(root)
+            for stale in list_checkpoints(root)[: -self.cfg.checkpoint.keep_last]:
+                shutil.rmtree(stale, ignore_errors=True)
+        dist.barrier()
+        return final
+
+    def _maybe_resume(self) -> None:
+        if self.is_main and self.ckpt_root.is_dir():
+            remove_partial(self.ckpt_root)
+        dist.barrier()
+        path = latest_checkpoint(self.ckpt_root)
+        if path is None:
+            return
+        self.load(path, optimizer=True)
+        m = read_manifest(path)
+        self.guard.load_state(m.trainer_state.get("guard", {}))
+        self.step = m.step
+        self.resumed_from = path
+
+    def load(self, path: Path, *, optimizer: bool = True) -> None:
+        """Load a checkpoint folder (any TP/PP layout) into this run's model (and optimizer,
+        and this rank's RNG when it was saved with the same world size)."""
+        from megatron.core import dist_checkpointing
+        from safetensors.torch import load_file
+
+        m = read_manifest(path)
+        if m.engine != "megatron":
+            raise CheckpointError(f"{path}: a '{m.engine}'-engine checkpoint, not megatron")
+        if m.model != json.loads(self.mcfg.to_json()):
+            raise TrainConfigError(f"{path}: checkpoint was made for another model config")
+        sd = self._sharded_state_dict(loading=True)
+        if not optimizer:
+            sd.pop("optimizer")
+        loaded = dist_checkpointing.load(sd, str(path / DIST_DIR))
+        load_model_state(self.chunks, loaded)
+        if optimizer:
+            self.optimizer.load_state_dict(loaded["optimizer"])
+        rng = path / f"rng-rank{self.rank}.safetensors"
+        if m.world_size == self.world and rng.is_file():
+            from megatron.core.tensor_parallel.random import get_cuda_rng_tracker
+
+            t = load_file(str(rng))
+            torch.set_rng_state(t["torch_cpu"])
+            torch.cuda.set_rng_state(t["torch_cuda"])
+            get_cuda_rng_tracker().set_states(
+                {k.removeprefix("tracker/"): v for k, v in t.items() if k.startswith("tracker/")}
+            )
+
+    # ---- the loop -----------------------------------------------------------------------------
+
+    def train(self, stop_after: int | None = None) -> TrainResult:
+        """Run to `schedule.train_steps` (or `stop_after` more steps); checkpoints on the way."""
+        cfg = self.cfg
+        total = cfg.schedule.train_steps
+        end = total if stop_after is None else min(total, self.step + stop_after)
+        result = TrainResult(steps_done=self.step, start_step=self.step)
+        progress = Progress(total, self.step, cfg.logging.progress and self.is_main)
+        for c in self.chunks:
+            c.train()
+        gc_every = cfg.megatron.manual_gc_interval
+        if gc_every:
+            gc.disable()
+        elapsed, tokens = 0.0, 0
+        try:
+            while self.step < end:
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                rec = self.train_step(self.step)
+                torch.cuda.synchronize()
+                dt = time.perf_counter() - t0
+                self.step += 1
+                if gc_every and self.step % gc_every == 0:
+                    gc.collect()
+                elapsed += dt
+                tokens += cfg.tokens_per_step
+                tps = cfg.tokens_per_step / dt
+                rec["tokens_per_s"] = tps
+                rec["step_time_s"] = dt
+                rec["tokens_seen"] = self.step * cfg.tokens_per_step
+                rec["tflops_per_device"] = tps * self.flops_per_token / self.world / 1e12
+                rec["mfu"] = tps * self.flops_per_token / (self.peak_flops * self.world)
+                rec.update(memory_stats(self.device))
+                result.losses.append(rec["loss"])
+                if self.step % cfg.logging.every == 0 or "skipped" in rec:
+                    self.metrics.log(rec)
+                progress.update(
+                    self.step, f"loss {rec['loss']:.4f} lr {rec['lr']:.2e} {tps:,.0f} tok/s"
+                )
+                if self.guard.must_stop:
+                    report = {
+                        "step": self.step,
+                        "max_skipped_steps": cfg.guards.max_skipped_steps,
+                        "skipped": self.guard.skipped,
+                    }
+                    if self.is_main:
+                        (cfg.out_dir / "stop_report.json").write_text(json.dumps(report, indent=1))
+                    raise TrainingStopped(
+                        f"stopped at step {self.step}: {len(self.guard.skipped)} skipped steps "
+                        f"exceed guards.max_skipped_steps={cfg.guards.max_skipped_steps} "
+                        f"(see {cfg.out_dir / 'stop_report.json'})",
+                        report,
+                    )
+                if self.step % cfg.checkpoint.every == 0 or (
+                    self.step == total and cfg.checkpoint.save_final
+                ):
+                    result.final_checkpoint = self.save()
+        finally:
+            if gc_every:
+                gc.enable()
+            progress.close()
+            self.metrics.close()
+        result.steps_done = self.step
+        result.skipped = list(self.guard.skipped)
+        result.tokens_per_s = tokens / elapsed if elapsed else 0.0
+        return result
+
+    @torch.no_grad()
+    def logits(self, tokens: torch.Tensor) -> torch.Tensor | None:
+        """Full-vocabulary logits `[b, s, vocab]` of a token batch (eval mode, no document
+        mask; tensor parallel shards gathered). Needs pipeline size 1; every rank returns them."""
+        from megatron.core.tensor_parallel import gather_from_tensor_model_parallel_region
+
+        if self.cfg.parallel.pipeline_model_parallel_size > 1:
+            raise TrainConfigError("logits() needs pipeline_model_parallel_size = 1")
+        model = self.chunks[0]
+        model.eval()
+        tokens = tokens.to(self.device)
+        s = tokens.shape[1]
+        pos = torch.arange(s, device=self.device)[None].expand(tokens.shape[0], -1)
+        mask = None
+        if self.spec == "local":
+            mask = torch.ones(s, s, dtype=torch.bool, device=self.device).triu(1)[None, None]
+        out = model(tokens, pos, mask)
+        model.train()
+        if self.cfg.parallel.tensor_model_parallel_size > 1:
+            out = gather_from_tensor_model_parallel_region(out)
+        return out[..., : self.mcfg.vocab_size].float()
+
+
+def model_sharded_state_dict(chunks: list[torch.nn.Module]) -> dict[str, Any]:
+    """megatron sharded state dict of the model chunks: `{"model": ...}` (or `model0`, `model1`
+    ... with virtual pipeline stages). Keys inside are the GPTModel's own, whatever the wrappers
+    (DDP, Float16Module) and the TP/PP layout, so dist_checkpointing can reshard on load."""
+    if len(chunks) == 1:
+        return {"model": chunks[0].sharded_state_dict()}
+    return {f"model{i}": c.sharded_state_dict() for i, c in enumerate(chunks)}
+
+
+def load_model_state(chunks: list[torch.nn.Module], loaded: dict[str, Any]) -> None:
+    """Copy what `dist_checkpointing.load` returned into the chunks (strict)."""
+    if len(chunks) == 1:
+        chunks[0].load_state_dict(loaded["model"], strict=True)
+        return
+    for i, c in enumerate(chunks):
+        c.load_state_dict(loaded[f"model{i}"], strict=True)
+
+
+def read_manifest(path: Path) -> CheckpointManifest:
+    """The manifest of a checkpoint folder (files listed there must exist)."""
+    try:
+        m = CheckpointManifest.model_validate_json((Path(path) / MANIFEST).read_bytes())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no {MANIFEST}") from None
+    except ValueError as e:
+        raise CheckpointError(f"{path / MANIFEST}: invalid manifest: {e}") from None
+    missing = [f for f in m.files if not (Path(path) / f).is_file()]
+    if missing:
+        raise CheckpointError(f"{path}: missing {missing[:5]}")
+    return m
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def train(config: TrainConfig | str | Path, resume: bool = True) -> TrainResult:
+    """Load (if a path) and run a config with the megatron engine."""
+    cfg = config if isinstance(config, TrainConfig) else TrainConfig.load(config)
+    return MegatronTrainer(cfg, resume=resume).train()
