@@ -103,28 +103,113 @@ def test_dp_is_world_over_tp_pp_cp() -> None:
 @pytest.mark.parametrize(
     ("cfg", "nodes", "needles"),
     [
+        # the layout: megatron_engine.check_layout (the engine's own check), plus launch's extras
         # TP 3 divides neither 32 heads nor 8 KV heads, nor the world of 16
-        (config(**par(tp=3)), 2, ["tensor_model_parallel_size (3)", "num_attention_heads (32)"]),
-        (config(**par(tp=16)), 2, ["tensor_model_parallel_size (16)", "num_kv_heads (8)"]),
-        (config(**par(pp=5), global_batch_size=20, micro_batch_size=1), 5, ["num_layers (24)"]),
-        (config(**par(tp=3), global_batch_size=48), 3, ["num_attention_heads (32)"]),
-        (config("vla-10b-moe", **par(ep=6)), 3, ["expert_model_parallel_size (6)", "(64)"]),
-        (config(**par(ep=8)), 2, ["expert_model_parallel_size (8) > 1 needs an MoE model"]),
+        (config(**par(tp=3)), 2, ["world size 16 is not divisible", "size 3 must divide the 32"]),
+        (config(**par(tp=16)), 2, ["tensor_model_parallel_size 16", "8 KV heads"]),
+        (
+            config(**par(pp=5), global_batch_size=20, micro_batch_size=1),
+            5,
+            ["24 layers do not split into 5 pipeline stages"],
+        ),
+        (
+            config(**par(tp=3), global_batch_size=48),
+            3,
+            ["32 heads", "tensor_model_parallel_size (3)", "ffn_hidden_size (8192)"],
+        ),
+        (config("vla-10b-moe", **par(ep=6)), 3, ["64 experts do not split over EP=6"]),
+        (config(**par(ep=8)), 2, ["expert_model_parallel_size > 1 needs an MoE model"]),
         (config(**par(tp=4, pp=2, cp=2)), 3, ["world size 24", "not divisible", "= 16"]),
-        (config(global_batch_size=100), 2, ["global_batch_size (100)", "(16) = 32"]),
+        (
+            config(global_batch_size=100),
+            2,
+            ["global_batch_size / micro_batch_size = 50", "data-parallel size 16"],
+        ),
         (
             config("vla-10b-moe", **par(tp=2, ep=8, sp=False)),
             2,
             ["sequence_parallel must be true"],
         ),
-        (config(**par(cp=3), global_batch_size=60), 9, ["2 x parallel.context_parallel_size"]),
-        (config(**par(pp=2, vpp=5)), 2, ["virtual_pipeline_model_parallel_size (5)"]),
-        (config(**par(vpp=2)), 2, ["needs parallel.pipeline_model_parallel_size > 1"]),
+        (config(**par(cp=3), global_batch_size=60), 9, ["seq_length 4096", "2 x CP = 6"]),
+        (config(**par(pp=2, vpp=5)), 2, ["24 layers do not split into 10 pipeline stages"]),
+        (  # interleaved 1F1B: 3 micro-batches per DP rank over 2 stages
+            config(**par(pp=2, vpp=2), global_batch_size=24, micro_batch_size=1),
+            2,
+            ["interleaved pipelining needs micro-batches per step divisible"],
+        ),
+        (  # SP with CP: the CP chunk (4092 / 2) must split over TP 4 (4092 itself does)
+            config(**par(tp=4, cp=2, sp=True), seq_length=4092),
+            2,
+            ["seq_length / parallel.context_parallel_size (2046)", "size (4)"],
+        ),
+        (  # MoE with TP needs SP even without expert parallelism (megatron's MoELayer)
+            config("vla-10b-moe", **par(tp=2)),
+            2,
+            ["sequence_parallel must be true for an MoE model"],
+        ),
+        (
+            config(
+                model={"preset": "vla-1b-dense", "overrides": {"vocab_size": 152066}},
+                **par(tp=4, sp=True),
+            ),
+            2,
+            ["tensor_model_parallel_size (4) must divide the model's vocab_size (152066)"],
+        ),  # fmt: skip
+        (
+            config(
+                "vla-10b-moe",
+                **{"parallel": {"expert_model_parallel_size": 8, "expert_tensor_parallel_size": 5}},
+            ),
+            5,
+            ["expert tensor parallel size (5)", "moe.expert_ffn_hidden_size (768)"],
+        ),  # fmt: skip
+        (
+            config(
+                **{"parallel": {"tensor_model_parallel_size": 2, "expert_tensor_parallel_size": 1}}
+            ),
+            2,
+            ["parallel.expert_tensor_parallel_size needs an MoE model"],
+        ),  # fmt: skip
+        # the sections themselves: TrainConfig (ParallelSection / FP8Section), field named
+        (
+            config(**par(vpp=2)),
+            2,
+            ["parallel: ", "virtual_pipeline_model_parallel_size needs pipeline_model_parallel_"],
+        ),
+        (config(**par(sp=True)), 2, ["sequence_parallel needs tensor_model_parallel_size > 1"]),
         (config(fp8={"recipe": "mxfp8"}), 2, ["fp8.recipe", "Blackwell"]),
-        (config(fp8={"recipe": "fp4"}), 2, ["fp8.recipe: must be one of"]),
-        (config(**par(tp=0)), 2, ["parallel.tensor_model_parallel_size: must be an integer"]),
+        (config(fp8={"recipe": "tensorwise"}), 2, ["fp8.recipe", "recipe = 'current'"]),
+        (config(fp8={"recipe": "fp4"}), 2, ["fp8.recipe: Input should be 'none', 'delayed'"]),
+        (
+            config(fp8={"recipe": "delayed"}, precision="fp32"),
+            2,
+            ["fp8 needs precision 'auto' or 'bf16'"],
+        ),
+        (config(**par(tp=0)), 2, ["parallel.tensor_model_parallel_size: Input should be greater"]),
+        (
+            config(**par(sp="maybe")),
+            2,
+            ["parallel.sequence_parallel: Input should be a valid bool"],
+        ),
+        (config(parallel={"tensor_parallel": 2}), 2, ["parallel.tensor_parallel: Extra inputs"]),
+        (config(fp8={"amax": 1}), 2, ["fp8.amax: Extra inputs are not permitted"]),
+        (
+            config(parallel={"recompute_granularity": "some"}),
+            2,
+            ["parallel.recompute_granularity: Input should be 'none', 'selective' or 'full'"],
+        ),
         (config(seq_length=8192), 2, ["seq_length (8192)", "max_position_embeddings"]),
+        (config(model={"preset": "no-such-model"}), 2, ["model: ", "no-such-model"]),
         (config(engine="torch", **par(tp=2)), 2, ["torch engine is data-parallel only"]),
+        (
+            {
+                k: v
+                for k, v in config(engine="torch", fp8={"recipe": "current"}).items()
+                if k != "parallel"
+            },
+            2,
+            ["[fp8] need engine = 'megatron'"],
+        ),  # fmt: skip
     ],
 )
 def test_bad_layouts_name_the_field(cfg: dict, nodes: int, needles: list[str]) -> None:
@@ -140,8 +225,42 @@ def test_every_problem_is_reported_at_once() -> None:
     with pytest.raises(LaunchError) as e:
         make_plan(config("vla-10b-moe", **par(tp=3, ep=5)), 2, 8)
     msg = str(e.value)
-    assert "world size 16" in msg and "num_attention_heads (32)" in msg
-    assert "moe.num_experts (64)" in msg
+    assert "world size 16" in msg and "the 32 heads" in msg
+    assert "64 experts do not split over EP=5" in msg
+    assert "sequence_parallel must be true" in msg  # launch's extra check, in the same error
+    assert "--nodes 2 x --gpus-per-node 8" in msg
+
+
+def test_layout_is_the_engines_check() -> None:
+    """launch's DP size and layout errors are `megatron_engine.check_layout`'s."""
+    from vla_train.config import TrainConfig, TrainConfigError
+    from vla_train.megatron_engine import check_layout
+
+    raw = config("vla-10b-moe", **par(tp=2, pp=2, ep=4, sp=True), global_batch_size=256)
+    cfg = TrainConfig.from_dict(raw)
+    plan = make_plan(cfg, 4, 8)  # a TrainConfig is accepted as well as a raw dict
+    assert plan["layout"]["dp"] == check_layout(cfg, 32) == 8
+    assert plan == make_plan(raw, 4, 8)
+    with pytest.raises(TrainConfigError) as engine_err:
+        check_layout(cfg, 24)
+    with pytest.raises(LaunchError) as launch_err:
+        make_plan(cfg, 3, 8)
+    assert str(engine_err.value) in str(launch_err.value)
+
+
+def test_recompute_in_the_memory_estimate() -> None:
+    """`none` with fused attention is estimated as `selective` (no stored s^2 scores); `full`
+    and the local spec's unfused attention change the activation memory."""
+    base = make_plan(config(), 2, 8)["memory"]
+    assert (base["recompute"], base["recompute_granularity"]) == ("selective", "none")
+    sel = make_plan(config(parallel={"recompute_granularity": "selective"}), 2, 8)["memory"]
+    assert sel["bytes"] == base["bytes"]
+    full = make_plan(config(parallel={"recompute_granularity": "full"}), 2, 8)["memory"]
+    assert full["recompute"] == "full"
+    assert full["bytes"]["activations"] < base["bytes"]["activations"] / 3
+    local = make_plan(config(megatron={"spec": "local"}), 2, 8, allow_over_budget=True)
+    assert local["memory"]["recompute"] == "none"
+    assert local["memory"]["bytes"]["activations"] > base["bytes"]["activations"]
 
 
 def test_memory_over_budget_fails_unless_allowed() -> None:
@@ -250,7 +369,7 @@ def test_scripts_for_nodes_and_gpus(tmp_path: Path) -> None:
         "#SBATCH --account=proj",
     ):
         assert line in sbatch.splitlines(), line
-    assert 'scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1' in sbatch
+    assert 'scontrol show hostnames "$SLURM_JOB_NODELIST" | sed -n 1p' in sbatch
     assert re.search(r"^srun \\\n  --nodes=4 \\\n  --ntasks-per-node=1 ", sbatch, re.M)
     assert "--container-image=" in sbatch and 'bash "$LAUNCH_DIR/torchrun.sh" "$@"' in sbatch
     assert f"LAUNCH_DIR='{out.resolve()}'" in sbatch

@@ -399,14 +399,18 @@ def init_single_process(seed: int = 1234, backend: str | None = None) -> None:
 
 
 def enable_cpu_forward() -> None:
-    """Tests only: let a local-spec `GPTModel` run its forward pass on CPU.
+    """Tests only: let a local-spec `GPTModel` run its forward pass on CPU, and
+    `megatron.core.dist_checkpointing` save/load its sharded state dict there.
 
     megatron-core 0.16.1 asks for CUDA in places a CPU forward passes through: tensors made on
     `torch.cuda.current_device()` (RoPE frequencies, router weights and expert-bias buffers), the
     CUDA RNG tracker forked around attention dropout, and a default causal mask made with
-    `device="cuda"` (pass an explicit mask instead, as `compare_with_reference` does on CPU).
-    This patches, process-wide, `torch.cuda.current_device` to return `"cpu"` and the tracker's
-    `fork` to a no-op. Call it before building the model, in a process of its own."""
+    `device="cuda"` (pass an explicit mask instead, as `compare_with_reference` does on CPU);
+    `dist_checkpointing.save` calls `torch.cuda.synchronize()`, which raises without CUDA.
+    This patches, process-wide, `torch.cuda.current_device` to return `"cpu"`,
+    `torch.cuda.synchronize` to a no-op (nothing runs asynchronously on a CPU) and the tracker's
+    `fork` to a no-op. Call it before building the model, in a process of its own; on a machine
+    with CUDA it raises instead of patching anything."""
     import contextlib
 
     from megatron.core.tensor_parallel.random import get_cuda_rng_tracker
@@ -414,6 +418,7 @@ def enable_cpu_forward() -> None:
     if torch.cuda.is_available():
         raise RuntimeError("enable_cpu_forward is for machines without CUDA")
     torch.cuda.current_device = lambda: "cpu"  # type: ignore[assignment]
+    torch.cuda.synchronize = lambda device=None: None  # type: ignore[assignment]
     get_cuda_rng_tracker().fork = lambda *a, **k: contextlib.nullcontext()  # type: ignore[method-assign]
 
 

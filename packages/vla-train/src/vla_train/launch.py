@@ -17,7 +17,10 @@ writes into `--out` (default `launch/<name>`):
   model and the batch; memory per GPU (`vla_model.accounting.memory_per_gpu`) against the 80 GB
   H100 budget; step time and tokens/s at an assumed MFU of the 989 TFLOP/s BF16 peak.
 
-The config is read as a raw TOML dict, so the megatron sections need no schema here:
+The config is validated by `vla_train.config.TrainConfig` (the schema the engines run), its
+`[parallel]`/`[fp8]`/`[megatron]` sections included, and the layout by the megatron engine's
+own `check_layout` plus a few checks of launch's (vocabulary, FFN and expert FFN sizes over TP,
+sequence parallel for MoE with TP and with CP):
 
 ```toml
 engine = "megatron"
@@ -26,13 +29,13 @@ tensor_model_parallel_size = 1
 pipeline_model_parallel_size = 1
 expert_model_parallel_size = 8
 context_parallel_size = 1
-sequence_parallel = false
+sequence_parallel = false                      # needs tensor_model_parallel_size > 1
 # virtual_pipeline_model_parallel_size = 2     # optional (interleaved 1F1B)
 use_distributed_optimizer = true
 # expert_tensor_parallel_size = 1              # optional; default = tensor_model_parallel_size
-# recompute_granularity = "selective"          # optional: "selective" (default) | "full"
+# recompute_granularity = "selective"          # "none" (default) | "selective" | "full"
 [fp8]
-recipe = "none"                # "none" | "delayed" | "current" ("tensorwise" = "current")
+recipe = "none"                # "none" | "delayed" | "current" (megatron's "tensorwise")
 first_last_layers_bf16 = true
 ```
 
@@ -40,7 +43,9 @@ Memory model (what `memory_per_gpu` assumes, and how CP is folded in): BF16 weig
 grads, FP32 master + Adam sharded over the data-parallel group (megatron's distributed
 optimizer shards over DP x CP, so the layout passed on has `dp = DP x CP`); activations of
 `seq_length / CP` tokens per rank; without the distributed optimizer the 12 optimizer bytes
-per parameter are not sharded. Flash attention (no stored s^2 scores) is the `selective` case.
+per parameter are not sharded. Flash attention (no stored s^2 scores) is the `selective` case:
+`recompute_granularity = "none"` is estimated as `selective` unless `megatron.spec = "local"`
+(unfused attention keeps the scores), `"full"` as `full` (see `memory_recompute`).
 The estimate leaves out the CUDA context, NCCL buffers, MoE dispatch buffers and allocator
 fragmentation: above 90 % of the budget is a warning, above it an error (`--allow-over-budget`).
 """
@@ -55,19 +60,24 @@ import shlex
 import stat
 import sys
 import tomllib
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from vla_train.config import TrainConfig
 
 H100_BF16_PEAK_TFLOPS = 989.0  # dense BF16 tensor-core peak of an H100 SXM
 H100_MEMORY_GB = 80.0  # nominal HBM of an H100 80GB (GB = 1e9 bytes: conservative)
 WARN_MEMORY_FRACTION = 0.9
 DEFAULT_MASTER_PORT = 29500
 RECIPES_PACKAGE = "vla_train.recipes"
-FP8_RECIPES = {"none": "none", "delayed": "delayed", "current": "current", "tensorwise": "current"}
-RECOMPUTE = {"selective": "selective", "full": "full"}
+FP8_HINTS = {  # fp8.recipe values TrainConfig rejects that people may write
+    "mxfp8": "'mxfp8' needs Blackwell GPUs; on H100 use 'delayed' or 'current'",
+    "tensorwise": "megatron's 'tensorwise' is recipe = 'current' here",
+}
 
 
 class LaunchError(ValueError):
@@ -105,144 +115,33 @@ def load_raw(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
-def check_train_config(raw: dict[str, Any], source: str, base_dir: Path | None) -> str | None:
-    """Validate `raw` with `TrainConfig`; the `[parallel]`/`[fp8]` sections are tolerated even
-    when this TrainConfig does not know them yet. Returns the error message, or None."""
+def train_config(
+    config: dict[str, Any] | TrainConfig, source: str = "config", base_dir: Path | None = None
+) -> TrainConfig:
+    """`config` validated by `TrainConfig` (all sections, `[parallel]`/`[fp8]`/`[megatron]`
+    included); relative paths resolve against `base_dir`. Raises `LaunchError` naming the field."""
     from vla_train.config import TrainConfig, TrainConfigError
 
+    if isinstance(config, TrainConfig):
+        return config
     try:
-        TrainConfig.from_dict(raw, source, base_dir)
-        return None
-    except TrainConfigError:
-        pass
-    # [parallel]/[fp8] are checked by `make_plan`; report what the rest of the config gets wrong
-    stripped = {k: v for k, v in raw.items() if k not in ("parallel", "fp8")}
-    try:
-        TrainConfig.from_dict(stripped, source, base_dir)
-        return None
+        return TrainConfig.from_dict(config, source, base_dir)
     except TrainConfigError as e:
-        return str(e)
+        msg = str(e)
+        fp8 = config.get("fp8")
+        recipe = fp8.get("recipe") if isinstance(fp8, dict) else None
+        if isinstance(recipe, str) and recipe in FP8_HINTS:
+            msg += f" ({FP8_HINTS[recipe]})"
+        raise LaunchError(msg) from None
 
 
-# ---- the [parallel] and [fp8] sections -------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ParallelSettings:
-    tp: int = 1
-    pp: int = 1
-    ep: int = 1
-    cp: int = 1
-    etp: int | None = None
-    vpp: int | None = None
-    sequence_parallel: bool = False
-    distributed_optimizer: bool = True
-    recompute: str = "selective"
-
-    @property
-    def expert_tp(self) -> int:
-        return self.etp or self.tp
-
-
-_INT_FIELDS = {
-    "tensor_model_parallel_size": "tp",
-    "pipeline_model_parallel_size": "pp",
-    "expert_model_parallel_size": "ep",
-    "context_parallel_size": "cp",
-    "expert_tensor_parallel_size": "etp",
-    "virtual_pipeline_model_parallel_size": "vpp",
-}
-_BOOL_FIELDS = {
-    "sequence_parallel": "sequence_parallel",
-    "use_distributed_optimizer": "distributed_optimizer",
-}
-
-
-def parse_parallel(raw: dict[str, Any], errors: list[str]) -> ParallelSettings:
-    """`[parallel]` of a raw config (absent: all 1, distributed optimizer on)."""
-    sec = raw.get("parallel", {})
-    if not isinstance(sec, dict):
-        errors.append("parallel: must be a table")
-        return ParallelSettings()
-    known = set(_INT_FIELDS) | set(_BOOL_FIELDS) | {"recompute_granularity"}
-    for k in sorted(set(sec) - known):
-        errors.append(f"parallel.{k}: unknown field (known: {', '.join(sorted(known))})")
-    vals: dict[str, Any] = {}
-    for field, attr in _INT_FIELDS.items():
-        if field not in sec:
-            continue
-        v = sec[field]
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            errors.append(f"parallel.{field}: must be an integer >= 1 (got {v!r})")
-        else:
-            vals[attr] = v
-    for field, attr in _BOOL_FIELDS.items():
-        if field in sec:
-            if isinstance(sec[field], bool):
-                vals[attr] = sec[field]
-            else:
-                errors.append(f"parallel.{field}: must be true or false (got {sec[field]!r})")
-    if "recompute_granularity" in sec:
-        r = sec["recompute_granularity"]
-        if r in RECOMPUTE:
-            vals["recompute"] = RECOMPUTE[r]
-        else:
-            errors.append(
-                f"parallel.recompute_granularity: must be one of {sorted(RECOMPUTE)} (got {r!r})"
-            )
-    return ParallelSettings(**vals)
-
-
-def parse_fp8(raw: dict[str, Any], errors: list[str]) -> dict[str, Any]:
-    """`[fp8]` of a raw config: {'recipe': none|delayed|current, 'first_last_layers_bf16'}."""
-    sec = raw.get("fp8", {})
-    if not isinstance(sec, dict):
-        errors.append("fp8: must be a table")
-        return {"recipe": "none", "first_last_layers_bf16": False}
-    for k in sorted(set(sec) - {"recipe", "first_last_layers_bf16"}):
-        errors.append(f"fp8.{k}: unknown field (known: first_last_layers_bf16, recipe)")
-    recipe = sec.get("recipe", "none")
-    if recipe == "mxfp8":
-        errors.append(
-            "fp8.recipe: 'mxfp8' needs Blackwell GPUs; on H100 use 'delayed' or 'current'"
-        )
-        recipe = "none"
-    elif recipe not in FP8_RECIPES:
-        errors.append(f"fp8.recipe: must be one of none, delayed, current (got {recipe!r})")
-        recipe = "none"
-    bf16_ends = sec.get("first_last_layers_bf16", False)
-    if not isinstance(bf16_ends, bool):
-        errors.append(f"fp8.first_last_layers_bf16: must be true or false (got {bf16_ends!r})")
-        bf16_ends = False
-    return {"recipe": FP8_RECIPES[recipe], "first_last_layers_bf16": bf16_ends}
-
-
-def _int_field(raw: dict[str, Any], name: str, errors: list[str], minimum: int = 1) -> int | None:
-    v = raw.get(name)
-    if v is None:
-        errors.append(f"{name}: missing")
-        return None
-    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-        errors.append(f"{name}: must be an integer >= {minimum} (got {v!r})")
-        return None
-    return v
-
-
-def _resolve_model(raw: dict[str, Any], base_dir: Path | None, errors: list[str]):
-    from vla_train.config import ModelSection
-
-    sec = raw.get("model")
-    if not isinstance(sec, dict):
-        errors.append("model: missing (give model.preset or model.config)")
-        return None
+def check_train_config(raw: dict[str, Any], source: str, base_dir: Path | None) -> str | None:
+    """Validate `raw` with `TrainConfig`. Returns the error message, or None."""
     try:
-        model = ModelSection.model_validate(sec)
-        if model.config is not None and not model.config.is_absolute() and base_dir is not None:
-            model = model.model_copy(update={"config": base_dir / model.config})
-        return model.resolve()
-    except ValueError as e:  # pydantic ValidationError and vla_model.ConfigError
-        errors.append(f"model: {e}".replace("\n", " "))
-        return None
+        train_config(raw, source, base_dir)
+    except LaunchError as e:
+        return str(e)
+    return None
 
 
 # ---- the plan ---------------------------------------------------------------------------------
@@ -252,8 +151,71 @@ def _gb(x: float) -> float:
     return round(x / 1e9, 2)
 
 
+def memory_recompute(cfg: TrainConfig) -> str:
+    """The `vla_model.accounting` recompute case of a run: `full` as configured; `selective` for
+    `selective`, and for `none` with fused/flash attention (Transformer Engine, which stores no
+    s^2 scores either); `none` only with `megatron.spec = "local"` (unfused attention)."""
+    g = cfg.parallel.recompute_granularity
+    if g == "none" and cfg.megatron.spec == "local":
+        return "none"
+    return "full" if g == "full" else "selective"
+
+
+def _launch_layout_problems(cfg: TrainConfig, mcfg: Any, world: int) -> list[str]:
+    """Layout checks `megatron_engine.check_layout` does not make (vocabulary and FFN sizes over
+    TP, expert FFN over expert TP, megatron-core's SP rule for MoE with TP, SP with CP), each
+    naming its field."""
+    p = cfg.parallel
+    tp, pp, ep, cp = (
+        p.tensor_model_parallel_size,
+        p.pipeline_model_parallel_size,
+        p.expert_model_parallel_size,
+        p.context_parallel_size,
+    )
+    etp = p.expert_tensor_parallel_size or tp
+    out = []
+    if cfg.engine == "megatron" and (mcfg.extras.enabled or mcfg.moe is not None):
+        from vla_model.megatron import unsupported_options
+
+        out += [f"model: megatron-core cannot express {x}" for x in unsupported_options(mcfg)]
+    if mcfg.vocab_size % tp:  # VocabParallelEmbedding / the output layer split the vocabulary
+        out.append(
+            f"parallel.tensor_model_parallel_size ({tp}) must divide the model's vocab_size "
+            f"({mcfg.vocab_size})"
+        )
+    if not all(mcfg.moe_layers) and mcfg.ffn_hidden_size % tp:
+        out.append(
+            f"parallel.tensor_model_parallel_size ({tp}) must divide the model's "
+            f"ffn_hidden_size ({mcfg.ffn_hidden_size})"
+        )
+    if mcfg.moe is None:
+        if p.expert_tensor_parallel_size not in (None, tp):
+            out.append("parallel.expert_tensor_parallel_size needs an MoE model")
+    else:
+        if mcfg.moe.expert_ffn_hidden_size % etp:
+            out.append(
+                f"expert tensor parallel size ({etp}) must divide the model's "
+                f"moe.expert_ffn_hidden_size ({mcfg.moe.expert_ffn_hidden_size})"
+            )
+        if ep == 1 and world % (etp * pp):  # check_layout checks this for ep > 1 only
+            out.append(
+                f"world size {world} is not divisible by expert-tensor x pipeline = {etp * pp}"
+            )
+        if tp > 1 and not p.sequence_parallel:  # megatron-core's MoELayer raises in training
+            out.append(
+                "parallel.sequence_parallel must be true for an MoE model with "
+                "tensor_model_parallel_size > 1 (megatron-core requires it)"
+            )
+    if p.sequence_parallel and cp > 1 and (cfg.seq_length // cp) % tp:
+        out.append(
+            f"seq_length / parallel.context_parallel_size ({cfg.seq_length // cp}) must be "
+            f"divisible by parallel.tensor_model_parallel_size ({tp}) with sequence_parallel"
+        )
+    return out
+
+
 def make_plan(
-    raw: dict[str, Any],
+    config: dict[str, Any] | TrainConfig,
     nodes: int,
     gpus_per_node: int,
     *,
@@ -264,7 +226,8 @@ def make_plan(
     gpu_memory_gb: float = H100_MEMORY_GB,
     allow_over_budget: bool = False,
 ) -> dict[str, Any]:
-    """Check the layout of `raw` on `nodes` x `gpus_per_node` GPUs and estimate memory and speed.
+    """Check the layout of `config` (a raw TOML dict, validated by `TrainConfig`, or a
+    `TrainConfig`) on `nodes` x `gpus_per_node` GPUs and estimate memory and speed.
 
     Raises `LaunchError` listing every problem (each names its field); returns a JSON-ready dict.
     """
@@ -275,6 +238,8 @@ def make_plan(
         flops_per_token,
         memory_per_gpu,
     )
+    from vla_train.config import TrainConfigError
+    from vla_train.megatron_engine import check_layout
 
     errors: list[str] = []
     warnings: list[str] = []
@@ -288,140 +253,46 @@ def make_plan(
         raise LaunchError(f"{source}: " + "; ".join(errors))
     world = nodes * gpus_per_node
 
-    engine = raw.get("engine", "torch")
-    if engine not in ("torch", "megatron"):
-        errors.append(f"engine: must be 'torch' or 'megatron' (got {engine!r})")
-    par = parse_parallel(raw, errors)
-    fp8 = parse_fp8(raw, errors)
-    seq = _int_field(raw, "seq_length", errors, minimum=2)
-    micro = _int_field(raw, "micro_batch_size", errors)
-    gbs = _int_field(raw, "global_batch_size", errors)
-    cfg = _resolve_model(raw, base_dir, errors)
+    cfg = train_config(config, source, base_dir)
+    try:
+        mcfg = cfg.resolve_model()
+    except TrainConfigError as e:  # seq_length over max_position_embeddings
+        raise LaunchError(f"{source}: {e}") from None
+    except ValueError as e:  # vla_model.ConfigError: unknown preset, bad config.json/overrides
+        raise LaunchError(f"{source}: model: {e}".replace("\n", " ")) from None
+
+    p = cfg.parallel
+    tp, pp, ep, cp = (
+        p.tensor_model_parallel_size,
+        p.pipeline_model_parallel_size,
+        p.expert_model_parallel_size,
+        p.context_parallel_size,
+    )
+    vpp = p.virtual_pipeline_model_parallel_size
+    etp = p.expert_tensor_parallel_size or tp
+    seq, micro, gbs = cfg.seq_length, cfg.micro_batch_size, cfg.global_batch_size
+
+    # the layout: megatron_engine.check_layout (the engine's own check) plus launch's extras
+    dp = 0
+    try:
+        dp = check_layout(cfg, world)
+    except TrainConfigError as e:
+        errors.append(str(e))
+    errors += _launch_layout_problems(cfg, mcfg, world)
     if errors:
-        raise LaunchError(f"{source}: " + "; ".join(errors))
-
-    tp, pp, ep, cp, etp = par.tp, par.pp, par.ep, par.cp, par.expert_tp
-    if engine == "torch":
-        for field, attr in _INT_FIELDS.items():
-            if (getattr(par, attr) or 1) > 1:
-                errors.append(
-                    f"parallel.{field} ({getattr(par, attr)}): the torch engine is data-parallel "
-                    'only; set engine = "megatron"'
-                )
-        if fp8["recipe"] != "none":
-            errors.append(f'fp8.recipe ({fp8["recipe"]!r}) needs engine = "megatron"')
-    elif cfg.extras.enabled or cfg.moe is not None:
-        from vla_model.megatron import unsupported_options
-
-        for problem in unsupported_options(cfg):
-            errors.append(f"model: megatron-core cannot express {problem}")
-
-    # world size and the layout
-    model_parallel = tp * pp * cp
-    if world % model_parallel:
-        errors.append(
-            f"world size {world} (--nodes {nodes} x --gpus-per-node {gpus_per_node}) is not "
-            f"divisible by parallel.tensor_model_parallel_size ({tp}) x "
-            f"parallel.pipeline_model_parallel_size ({pp}) x "
-            f"parallel.context_parallel_size ({cp}) = {model_parallel}"
+        raise LaunchError(
+            f"{source}: "
+            + "; ".join(errors)
+            + f" [world size {world} = --nodes {nodes} x --gpus-per-node {gpus_per_node}]"
         )
-    dp = world // model_parallel if world % model_parallel == 0 else 0
-
-    # the model against the layout
-    for value, what in (
-        (cfg.num_attention_heads, "num_attention_heads"),
-        (cfg.num_kv_heads, "num_kv_heads"),
-    ):
-        if value % tp:
-            errors.append(
-                f"parallel.tensor_model_parallel_size ({tp}) must divide the model's {what} "
-                f"({value})"
-            )
-    if not all(cfg.moe_layers) and cfg.ffn_hidden_size % tp:
-        errors.append(
-            f"parallel.tensor_model_parallel_size ({tp}) must divide the model's "
-            f"ffn_hidden_size ({cfg.ffn_hidden_size})"
-        )
-    if cfg.num_layers % pp:
-        errors.append(
-            f"parallel.pipeline_model_parallel_size ({pp}) must divide the model's num_layers "
-            f"({cfg.num_layers})"
-        )
-    if par.vpp is not None:
-        if pp == 1:
-            errors.append(
-                "parallel.virtual_pipeline_model_parallel_size needs "
-                "parallel.pipeline_model_parallel_size > 1"
-            )
-        elif cfg.num_layers % (pp * par.vpp):
-            errors.append(
-                f"parallel.pipeline_model_parallel_size ({pp}) x "
-                f"parallel.virtual_pipeline_model_parallel_size ({par.vpp}) must divide the "
-                f"model's num_layers ({cfg.num_layers})"
-            )
-    if cfg.moe is None:
-        if ep > 1:
-            errors.append(
-                f"parallel.expert_model_parallel_size ({ep}) > 1 needs an MoE model "
-                f"('{cfg.name}' is dense)"
-            )
-        if par.etp not in (None, tp):
-            errors.append("parallel.expert_tensor_parallel_size needs an MoE model")
-    else:
-        if cfg.moe.num_experts % ep:
-            errors.append(
-                f"parallel.expert_model_parallel_size ({ep}) must divide the model's "
-                f"moe.num_experts ({cfg.moe.num_experts})"
-            )
-        if cfg.moe.expert_ffn_hidden_size % etp:
-            errors.append(
-                f"expert tensor parallel size ({etp}) must divide the model's "
-                f"moe.expert_ffn_hidden_size ({cfg.moe.expert_ffn_hidden_size})"
-            )
-        if dp and (tp * cp * dp) % (ep * etp):
-            errors.append(
-                f"parallel.expert_model_parallel_size ({ep}) x expert tensor parallel size "
-                f"({etp}) must divide tensor x context x data parallel ({tp * cp * dp})"
-            )
-        if ep > 1 and tp > 1 and not par.sequence_parallel:
-            errors.append(
-                "parallel.sequence_parallel must be true with expert parallelism and tensor "
-                "parallelism (megatron-core requires it)"
-            )
-
-    # sequence and batch
-    if seq > cfg.max_position_embeddings:
-        errors.append(
-            f"seq_length ({seq}) exceeds the model's max_position_embeddings "
-            f"({cfg.max_position_embeddings})"
-        )
-    if cp > 1 and seq % (2 * cp):
-        errors.append(
-            f"seq_length ({seq}) must be divisible by 2 x parallel.context_parallel_size "
-            f"({2 * cp}) (load-balanced causal context parallelism)"
-        )
-    if par.sequence_parallel and tp > 1 and (seq // cp) % tp:
-        errors.append(
-            f"seq_length / parallel.context_parallel_size ({seq // cp}) must be divisible by "
-            f"parallel.tensor_model_parallel_size ({tp}) with sequence_parallel"
-        )
-    if dp and gbs % (micro * dp):
-        errors.append(
-            f"global_batch_size ({gbs}) must be divisible by micro_batch_size ({micro}) x "
-            f"data-parallel size ({dp}) = {micro * dp}"
-        )
-    if errors:
-        raise LaunchError(f"{source}: " + "; ".join(errors))
 
     # warnings: legal but probably slow or surprising
-    if par.sequence_parallel and tp == 1:
-        warnings.append("parallel.sequence_parallel has no effect with tensor parallel size 1")
     if tp > gpus_per_node:
         warnings.append(
             f"tensor parallel size {tp} spans nodes ({gpus_per_node} GPUs each): TP "
             "all-reduces would cross the network"
         )
-    if cfg.moe is not None and ep * etp > gpus_per_node:
+    if mcfg.moe is not None and ep * etp > gpus_per_node:
         warnings.append(
             f"expert x expert-tensor parallel ({ep * etp}) spans nodes: the MoE all-to-all "
             "crosses the network"
@@ -431,31 +302,29 @@ def make_plan(
         warnings.append(
             f"{num_micro} micro-batches per step < {pp} pipeline stages: a large pipeline bubble"
         )
-    if par.vpp is not None and num_micro % pp:
-        warnings.append(
-            f"{num_micro} micro-batches per step is not a multiple of the {pp} pipeline stages "
-            "(older megatron-core interleaved schedules require it)"
-        )
-    if engine == "megatron" and not par.distributed_optimizer and dp > 1:
+    if cfg.engine == "megatron" and not p.use_distributed_optimizer and dp > 1:
         warnings.append(
             "parallel.use_distributed_optimizer is false: the optimizer state is replicated on "
             "every data-parallel rank (12 bytes/param)"
         )
 
     # memory
-    sp = par.sequence_parallel and tp > 1
-    layout = ParallelLayout(tp=tp, pp=pp, dp=dp * cp, ep=ep, etp=par.etp if cfg.moe else None)
+    sp = p.sequence_parallel  # ParallelSection: needs tp > 1
+    recompute = memory_recompute(cfg)
+    layout = ParallelLayout(
+        tp=tp, pp=pp, dp=dp * cp, ep=ep, etp=p.expert_tensor_parallel_size if mcfg.moe else None
+    )
     try:
-        mem = memory_per_gpu(cfg, layout, seq // cp, micro, sp, par.recompute)
+        mem = memory_per_gpu(mcfg, layout, seq // cp, micro, sp, recompute)
     except LayoutError as e:  # backstop: the checks above should have caught it
         raise LaunchError(f"{source}: parallel layout: {e}") from None
     params_here = mem.dense_params + mem.expert_params
-    if engine == "torch":  # fp32 weights + grads + unsharded AdamW (bf16 autocast)
+    if cfg.engine == "torch":  # fp32 weights + grads + unsharded AdamW (bf16 autocast)
         mem = replace(
             mem, weights=4.0 * params_here, grads=4.0 * params_here, optimizer=8.0 * params_here
         )
         mem_model = "torch DDP: fp32 weights + grads + AdamW state (16 bytes/param), unsharded"
-    elif not par.distributed_optimizer:
+    elif not p.use_distributed_optimizer:
         mem = replace(mem, optimizer=12.0 * params_here)
         mem_model = "megatron, plain optimizer: 18 bytes/param (not sharded)"
     else:
@@ -470,7 +339,8 @@ def make_plan(
         "budget_gb": gpu_memory_gb,
         "fraction_of_budget": round(fraction, 3),
         "most_loaded_stage": mem.stage,
-        "recompute": par.recompute,
+        "recompute": recompute,
+        "recompute_granularity": p.recompute_granularity,
         "not_included": "CUDA context, NCCL buffers, MoE dispatch buffers, fragmentation",
     }
     if fraction > 1:
@@ -492,13 +362,12 @@ def make_plan(
         )
 
     # throughput at the assumed MFU
-    counts = count_parameters(cfg)
-    fpt = flops_per_token(cfg, seq)
+    counts = count_parameters(mcfg)
+    fpt = flops_per_token(mcfg, seq)
     tokens_per_step = gbs * seq
     flops_per_step = fpt.total * tokens_per_step
     step_time = flops_per_step / (world * peak_tflops * 1e12 * assume_mfu)
-    sched = raw.get("schedule", {})
-    train_steps = sched.get("train_steps") if isinstance(sched, dict) else None
+    train_steps = cfg.schedule.train_steps
     throughput: dict[str, Any] = {
         "assume_mfu": assume_mfu,
         "peak_tflops_per_gpu": peak_tflops,
@@ -508,28 +377,25 @@ def make_plan(
         "step_time_s": round(step_time, 4),
         "tokens_per_s": round(tokens_per_step / step_time),
         "tokens_per_s_per_gpu": round(tokens_per_step / step_time / world),
-        "pipeline_bubble_fraction": round((pp - 1) / ((par.vpp or 1) * num_micro), 4),
+        "pipeline_bubble_fraction": round((pp - 1) / ((vpp or 1) * num_micro), 4),
+        "train_steps": train_steps,
+        "train_tokens": train_steps * tokens_per_step,
+        "train_time_h": round(train_steps * step_time / 3600, 2),
+        "gpu_hours": round(train_steps * step_time * world / 3600),
     }
-    if isinstance(train_steps, int) and train_steps > 0:
-        throughput.update(
-            train_steps=train_steps,
-            train_tokens=train_steps * tokens_per_step,
-            train_time_h=round(train_steps * step_time / 3600, 2),
-            gpu_hours=round(train_steps * step_time * world / 3600),
-        )
 
     return {
         "source": source,
-        "engine": engine,
+        "engine": cfg.engine,
         "model": {
-            "name": cfg.name,
-            "kind": "moe" if cfg.is_moe else "dense",
+            "name": mcfg.name,
+            "kind": "moe" if mcfg.is_moe else "dense",
             "params_total": counts.total,
             "params_active": counts.active,
-            "num_layers": cfg.num_layers,
-            "num_attention_heads": cfg.num_attention_heads,
-            "num_kv_heads": cfg.num_kv_heads,
-            "num_experts": cfg.moe.num_experts if cfg.moe else 0,
+            "num_layers": mcfg.num_layers,
+            "num_attention_heads": mcfg.num_attention_heads,
+            "num_kv_heads": mcfg.num_kv_heads,
+            "num_experts": mcfg.moe.num_experts if mcfg.moe else 0,
         },
         "cluster": {
             "nodes": nodes,
@@ -540,14 +406,14 @@ def make_plan(
         "layout": {
             "tp": tp,
             "pp": pp,
-            "vpp": par.vpp,
+            "vpp": vpp,
             "ep": ep,
             "etp": etp,
             "cp": cp,
             "dp": dp,
             "expert_dp": layout.expert_dp,
             "sequence_parallel": sp,
-            "use_distributed_optimizer": par.distributed_optimizer,
+            "use_distributed_optimizer": p.use_distributed_optimizer,
         },
         "batch": {
             "seq_length": seq,
@@ -556,7 +422,7 @@ def make_plan(
             "micro_batches_per_step": num_micro,
             "tokens_per_step": tokens_per_step,
         },
-        "fp8": fp8,
+        "fp8": cfg.fp8.model_dump(mode="json"),
         "memory": memory,
         "throughput": throughput,
         "warnings": warnings,
@@ -747,7 +613,8 @@ def sbatch_script(
 set -euo pipefail
 
 LAUNCH_DIR={shlex.quote(str(launch_dir))}
-MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"
+# (sed reads the whole list: `head -n 1` can SIGPIPE scontrol, fatal under pipefail)
+MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed -n 1p)"
 MASTER_PORT="${{MASTER_PORT:-{master_port}}}"
 RDZV_ID="$SLURM_JOB_ID"
 export MASTER_ADDR MASTER_PORT RDZV_ID
@@ -921,9 +788,6 @@ def launch_command(
             raw = load_raw(config)
             source = str(config)
             base_dir = config.resolve().parent
-        problem = check_train_config(raw, source, base_dir)
-        if problem is not None:
-            fail(problem)
         plan = make_plan(
             raw,
             nodes,
@@ -977,15 +841,16 @@ __all__ = [
     "H100_BF16_PEAK_TFLOPS",
     "H100_MEMORY_GB",
     "LaunchError",
-    "ParallelSettings",
     "check_train_config",
     "format_plan",
     "launch_command",
     "load_raw",
     "make_plan",
+    "memory_recompute",
     "recipe_names",
     "recipe_text",
     "sbatch_script",
     "torchrun_script",
+    "train_config",
     "write_launch",
 ]

@@ -501,14 +501,19 @@ class MegatronTrainer:
         batches = self._micro_batches(step)
         iters = iter(batches)
         data = [iters] if len(self.chunks) == 1 else [iter(batches) for _ in self.chunks]
+        # THD packing turns a [b, s] micro-batch into one [1, b*s] sequence (pipeline p2p shapes)
+        packed = self.document_mask and self.spec == "te"
+        seq, mbs = (cfg.seq_length, cfg.micro_batch_size)
+        if packed:
+            seq, mbs = cfg.seq_length * cfg.micro_batch_size, 1
         reduced = get_forward_backward_func()(
             forward_step_func=self._forward_step,
             data_iterator=data if len(self.chunks) > 1 else data[0],
             model=self.chunks,
             num_microbatches=self.accum,
-            seq_length=cfg.seq_length,
-            micro_batch_size=cfg.micro_batch_size,
-            decoder_seq_length=cfg.seq_length,
+            seq_length=seq,
+            micro_batch_size=mbs,
+            decoder_seq_length=seq,
             forward_only=False,
         )
         sums = self._reduce_report(reduced)
@@ -553,11 +558,13 @@ class MegatronTrainer:
     def _sharded_state_dict(self, loading: bool = False) -> dict[str, Any]:
         model_sd = model_sharded_state_dict(self.chunks)
         sd = dict(model_sd)
-        sharding = (
-            "fully_sharded_model_space" if self.cfg.parallel.use_distributed_optimizer else (None)
+        # optimizer state in the distributed optimizer's own layout: fully parallel save/load,
+        # reshardable over data parallel only (the model weights reshard over any layout)
+        sd["optimizer"] = self.optimizer.sharded_state_dict(
+            model_sd,
+            is_loading=loading,
+            metadata={"distrib_optim_sharding_type": "dp_reshardable"},
         )
-        kwargs = {"sharding_type": sharding} if sharding else {}
-        sd["optimizer"] = self.optimizer.sharded_state_dict(model_sd, is_loading=loading, **kwargs)
         return sd
 
     def _rng_tensors(self) -> dict[str, torch.Tensor]:

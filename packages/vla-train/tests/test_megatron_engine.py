@@ -1,0 +1,531 @@
+"""The megatron engine's pure helpers on CPU (no megatron import, no CUDA): TransformerConfig
+overrides, the layout check, packed-document boundaries and masks, the loss terms, the config
+rules of `[parallel]`/`[fp8]`, and the refusal to start without CUDA. Plus one subprocess run of
+the checkpoint resharding path (`tests/_megatron_tp_ckpt.py` under torchrun with gloo): saved at
+tensor parallel 2, loaded at 1, same logits."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from vla_train.config import TrainConfig, TrainConfigError
+from vla_train.megatron_engine import (
+    MegatronTrainer,
+    block_causal_mask,
+    check_layout,
+    document_boundaries,
+    load_model_state,
+    loss_terms,
+    model_sharded_state_dict,
+    transformer_overrides,
+)
+
+HERE = Path(__file__).resolve().parent
+
+
+def have_megatron() -> bool:
+    return (
+        importlib.util.find_spec("megatron") is not None
+        and (
+            Path(importlib.util.find_spec("megatron").submodule_search_locations[0]) / "core"
+        ).is_dir()
+    )
+
+
+needs_megatron = pytest.mark.skipif(
+    not have_megatron(), reason="megatron-core is not installed (extra 'megatron')"
+)
+
+
+def cfg_of(preset: str = "vla-1b-dense", **over) -> TrainConfig:
+    """A megatron-engine TrainConfig (paths need not exist: nothing is read)."""
+    data = {
+        "engine": "megatron",
+        "out_dir": "runs/x",
+        "seq_length": 4096,
+        "micro_batch_size": 2,
+        "global_batch_size": 512,
+        "model": {"preset": preset},
+        "data": {"shards": "data/tokens"},
+        "schedule": {"train_steps": 10},
+    }
+    data.update(over)
+    return TrainConfig.from_dict(data, "t.toml")
+
+
+# ---- transformer_overrides -----------------------------------------------------------------------
+
+
+def test_overrides_default_layout() -> None:
+    kw = transformer_overrides(cfg_of(), have_te=False)
+    for k in (
+        "tensor_model_parallel_size",
+        "pipeline_model_parallel_size",
+        "context_parallel_size",
+        "expert_model_parallel_size",
+        "expert_tensor_parallel_size",
+    ):
+        assert kw[k] == 1, k
+    assert kw["virtual_pipeline_model_parallel_size"] is None
+    assert kw["sequence_parallel"] is False
+    assert kw["pipeline_dtype"] is torch.bfloat16  # precision "auto" = BF16 on GPUs
+    assert kw["calculate_per_token_loss"] is True
+    assert (kw["cross_entropy_fusion_impl"], kw["apply_rope_fusion"]) == ("native", False)
+    assert not any(k.startswith(("fp8", "recompute")) for k in kw)
+    te = transformer_overrides(cfg_of(), have_te=True)
+    assert (te["cross_entropy_fusion_impl"], te["apply_rope_fusion"]) == ("te", True)
+    no_fusion = cfg_of(megatron={"cross_entropy_fusion": False})
+    kw = transformer_overrides(no_fusion, have_te=True)
+    assert (kw["cross_entropy_loss_fusion"], kw["cross_entropy_fusion_impl"]) == (False, "native")
+    kw = transformer_overrides(cfg_of(precision="fp32"), have_te=False)
+    assert kw["pipeline_dtype"] is torch.float32
+
+
+def test_overrides_parallel_sizes() -> None:
+    p = {
+        "tensor_model_parallel_size": 2,
+        "pipeline_model_parallel_size": 4,
+        "virtual_pipeline_model_parallel_size": 2,
+        "context_parallel_size": 2,
+        "expert_model_parallel_size": 8,
+        "sequence_parallel": True,
+    }
+    kw = transformer_overrides(cfg_of("vla-10b-moe", parallel=p), have_te=True)
+    assert {k: kw[k] for k in p} == p
+    assert kw["expert_tensor_parallel_size"] == 2  # default: the tensor parallel size
+    p["expert_tensor_parallel_size"] = 1
+    kw = transformer_overrides(cfg_of("vla-10b-moe", parallel=p), have_te=True)
+    assert kw["expert_tensor_parallel_size"] == 1
+
+
+@pytest.mark.parametrize(
+    ("recipe", "megatron_recipe"), [("delayed", "delayed"), ("current", "tensorwise")]
+)
+def test_overrides_fp8(recipe: str, megatron_recipe: str) -> None:
+    fp8 = {"recipe": recipe, "first_last_layers_bf16": True, "amax_history_len": 16}
+    kw = transformer_overrides(cfg_of(fp8=fp8), have_te=True)
+    assert kw["fp8"] == "hybrid" and kw["fp8_recipe"] == megatron_recipe
+    assert (kw["fp8_amax_history_len"], kw["fp8_amax_compute_algo"]) == (16, "max")
+    assert kw["first_last_layers_bf16"] is True
+    assert (kw["num_layers_at_start_in_bf16"], kw["num_layers_at_end_in_bf16"]) == (1, 1)
+    kw = transformer_overrides(cfg_of(fp8={"recipe": recipe, "format": "e4m3"}), have_te=True)
+    assert kw["fp8"] == "e4m3" and kw["first_last_layers_bf16"] is False
+
+
+def test_overrides_recompute() -> None:
+    sel = transformer_overrides(
+        cfg_of(parallel={"recompute_granularity": "selective"}), have_te=True
+    )
+    assert sel["recompute_granularity"] == "selective" and "recompute_method" not in sel
+    full = transformer_overrides(cfg_of(parallel={"recompute_granularity": "full"}), have_te=True)
+    assert full["recompute_granularity"] == "full"
+    assert (full["recompute_method"], full["recompute_num_layers"]) == ("uniform", 1)
+
+
+def _config_fields() -> set[str]:
+    """Field names of megatron-core's TransformerConfig (and its ModelParallelConfig base),
+    read from the source without importing megatron (a 20 s import on a small CPU)."""
+    root = Path(importlib.util.find_spec("megatron").submodule_search_locations[0]) / "core"
+    fields = set()
+    for path, cls in (
+        (root / "transformer" / "transformer_config.py", "TransformerConfig"),
+        (root / "model_parallel_config.py", "ModelParallelConfig"),
+    ):
+        tree = ast.parse(path.read_text())
+        node = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls)
+        fields |= {
+            s.target.id
+            for s in node.body
+            if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name)
+        }
+    return fields
+
+
+@needs_megatron
+def test_override_names_are_transformer_config_fields() -> None:
+    fields = _config_fields()
+    assert {"tensor_model_parallel_size", "num_layers", "fp8_recipe"} <= fields
+    cfg = cfg_of(
+        parallel={"recompute_granularity": "full", "tensor_model_parallel_size": 2},
+        fp8={"recipe": "current", "first_last_layers_bf16": True},
+    )
+    for have_te in (False, True):
+        assert sorted(set(transformer_overrides(cfg, have_te=have_te)) - fields) == []
+
+
+# ---- check_layout --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("preset", "parallel", "world", "gbs", "dp"),
+    [
+        ("vla-1b-dense", {}, 16, 512, 16),
+        ("vla-1b-dense", {"tensor_model_parallel_size": 2, "sequence_parallel": True}, 16, 512, 8),
+        (
+            "vla-1b-dense",
+            {"tensor_model_parallel_size": 2, "pipeline_model_parallel_size": 2,
+             "context_parallel_size": 2},
+            32, 256, 4,
+        ),
+        (
+            "vla-1b-dense",
+            {"pipeline_model_parallel_size": 4, "virtual_pipeline_model_parallel_size": 2},
+            16, 64, 4,
+        ),
+        ("vla-10b-moe", {"expert_model_parallel_size": 8}, 16, 512, 16),
+        (
+            "vla-10b-moe",
+            {"tensor_model_parallel_size": 2, "expert_model_parallel_size": 4,
+             "expert_tensor_parallel_size": 1, "sequence_parallel": True},
+            8, 64, 4,
+        ),
+    ],
+)  # fmt: skip
+def test_good_layouts_give_the_dp_size(preset, parallel, world, gbs, dp) -> None:
+    cfg = cfg_of(preset, parallel=parallel, global_batch_size=gbs)
+    assert check_layout(cfg, world) == dp
+    assert cfg.accumulation_steps(dp) == gbs // (2 * dp)
+
+
+@pytest.mark.parametrize(
+    ("preset", "parallel", "world", "over", "needles"),
+    [
+        (  # 32 heads, 8 KV heads
+            "vla-1b-dense", {"tensor_model_parallel_size": 3}, 24, {"global_batch_size": 48},
+            ["tensor_model_parallel_size 3 must divide the 32 heads and 8 KV heads"],
+        ),
+        (
+            "vla-1b-dense", {"tensor_model_parallel_size": 16}, 16, {},
+            ["tensor_model_parallel_size 16 must divide", "8 KV heads"],
+        ),
+        (  # 24 layers
+            "vla-1b-dense", {"pipeline_model_parallel_size": 5}, 5,
+            {"global_batch_size": 10, "micro_batch_size": 1},
+            ["24 layers do not split into 5 pipeline stages"],
+        ),
+        (
+            "vla-1b-dense",
+            {"pipeline_model_parallel_size": 4, "virtual_pipeline_model_parallel_size": 4}, 16, {},
+            ["24 layers do not split into 16 pipeline stages"],
+        ),
+        (  # 64 experts
+            "vla-10b-moe", {"expert_model_parallel_size": 6}, 24, {"global_batch_size": 48},
+            ["64 experts do not split over EP=6"],
+        ),
+        (
+            "vla-1b-dense", {"expert_model_parallel_size": 2}, 16, {},
+            ["expert_model_parallel_size > 1 needs an MoE model"],
+        ),
+        (
+            "vla-1b-dense",
+            {"tensor_model_parallel_size": 4, "pipeline_model_parallel_size": 2}, 12,
+            {"global_batch_size": 24},
+            ["world size 12 is not divisible by tensor x pipeline x context = 8"],
+        ),
+        (
+            "vla-10b-moe", {"expert_model_parallel_size": 8}, 12, {"global_batch_size": 24},
+            ["world size 12 is not divisible by expert-tensor x expert x pipeline = 8"],
+        ),
+        (
+            "vla-1b-dense", {}, 16, {"global_batch_size": 100},
+            ["global_batch_size / micro_batch_size = 50", "data-parallel size 16"],
+        ),
+        (
+            "vla-1b-dense", {"context_parallel_size": 3}, 3,
+            {"seq_length": 4095, "micro_batch_size": 1, "global_batch_size": 3},
+            ["seq_length 4095 must be a multiple of 2 x CP = 6"],
+        ),
+        (
+            "vla-1b-dense", {"tensor_model_parallel_size": 8, "sequence_parallel": True}, 8,
+            {"seq_length": 4092},
+            ["sequence parallel: seq_length 4092 not divisible by TP=8"],
+        ),
+        (  # 3 micro-batches per DP rank over 2 stages
+            "vla-1b-dense",
+            {"pipeline_model_parallel_size": 2, "virtual_pipeline_model_parallel_size": 2}, 16,
+            {"global_batch_size": 24, "micro_batch_size": 1},
+            ["interleaved pipelining needs micro-batches per step divisible"],
+        ),
+    ],
+)  # fmt: skip
+def test_bad_layouts_name_each_problem(preset, parallel, world, over, needles) -> None:
+    cfg = cfg_of(preset, parallel=parallel, **over)
+    with pytest.raises(TrainConfigError) as e:
+        check_layout(cfg, world)
+    msg = str(e.value)
+    assert msg.startswith("megatron layout: ")
+    for needle in needles:
+        assert needle in msg, msg
+
+
+def test_every_layout_problem_in_one_error() -> None:
+    p = {"tensor_model_parallel_size": 3, "expert_model_parallel_size": 5}
+    with pytest.raises(TrainConfigError) as e:
+        check_layout(cfg_of("vla-10b-moe", parallel=p), 16)
+    problems = str(e.value).removeprefix("megatron layout: ").split("; ")
+    assert len(problems) == 5, problems
+    for needle in (
+        "world size 16 is not divisible by tensor x pipeline x context = 3",
+        "tensor_model_parallel_size 3 must divide the 32 heads",
+        "64 experts do not split over EP=5",
+        "expert-tensor x expert x pipeline = 15",
+        "data-parallel size 5",
+    ):
+        assert sum(needle in x for x in problems) == 1, (needle, problems)
+
+
+# ---- packed documents ----------------------------------------------------------------------------
+
+
+def packed_positions(rows: list[list[int]]) -> torch.Tensor:
+    """`[b, s]` positions of rows packed with documents of the given lengths; a row may start
+    inside a document (positions not at 0), as a packed stream cut into rows does."""
+    out = []
+    for lengths in rows:
+        row = []
+        for i, n in enumerate(lengths):
+            start = 3 if i == 0 and n < 0 else 0  # negative first length: a continued document
+            row += list(range(start, start + abs(n)))
+        out.append(row)
+    return torch.tensor(out)
+
+
+def brute_documents(positions: torch.Tensor) -> list[list[int]]:
+    """Document id of every token, row by row: a new document at each row start and wherever
+    the position restarts at 0."""
+    ids, d = [], -1
+    for row in positions.tolist():
+        out = []
+        for j, p in enumerate(row):
+            if j == 0 or p == 0:
+                d += 1
+            out.append(d)
+        ids.append(out)
+    return ids
+
+
+BATCHES = [
+    [[3, 2, 3], [-2, 4, 2]],  # row 1 starts inside a document
+    [[8], [1, 1, 1, 5]],  # one-token documents
+    [[-8], [-8]],  # rows with no restart at all
+]
+
+
+@pytest.mark.parametrize("rows", BATCHES)
+def test_document_boundaries(rows) -> None:
+    pos = packed_positions(rows)
+    b, s = pos.shape
+    docs = brute_documents(pos)
+    flat = [d for row in docs for d in row]
+    want = [i for i in range(b * s) if i == 0 or flat[i] != flat[i - 1]] + [b * s]
+    cu = document_boundaries(pos)
+    assert cu.dtype == torch.int32 and cu.tolist() == want
+    assert pos.tolist() == packed_positions(rows).tolist()  # the input is left alone
+    lengths = (cu[1:] - cu[:-1]).tolist()
+    assert lengths == [abs(n) for row in rows for n in row]
+
+
+@pytest.mark.parametrize("rows", BATCHES)
+def test_block_causal_mask(rows) -> None:
+    pos = packed_positions(rows)
+    b, s = pos.shape
+    docs = brute_documents(pos)
+    want = torch.zeros(b, 1, s, s, dtype=torch.bool)
+    for r in range(b):
+        for i in range(s):
+            for j in range(s):
+                want[r, 0, i, j] = j > i or docs[r][i] != docs[r][j]  # True = masked
+    mask = block_causal_mask(pos)
+    assert mask.dtype == torch.bool and mask.shape == (b, 1, s, s)
+    assert torch.equal(mask, want)
+    assert not mask.diagonal(dim1=-2, dim2=-1).any()  # every token sees itself
+
+
+def test_one_document_per_row_is_plain_causal() -> None:
+    pos = torch.arange(6)[None].expand(2, -1)
+    causal = torch.ones(6, 6, dtype=torch.bool).triu(1)
+    assert torch.equal(block_causal_mask(pos), causal[None, None].expand(2, 1, 6, 6))
+    assert document_boundaries(pos).tolist() == [0, 6, 12]
+
+
+# ---- loss terms ----------------------------------------------------------------------------------
+
+
+def test_loss_terms_against_a_hand_computation() -> None:
+    g = torch.Generator().manual_seed(0)
+    ce = torch.rand(2, 5, generator=g) * 4
+    ce.requires_grad_(True)
+    mask = torch.tensor([[1, 1, 0, 1, 1], [0, 1, 1, 1, 0]], dtype=torch.float32)
+    mod = torch.tensor([[0, 1, 1, 2, 0], [2, 2, 0, 1, 1]])
+    weights = torch.tensor([1.0, 0.5, 2.0, 1.0])
+    n_mod = 4  # one modality without tokens
+    lm_sum, count, report = loss_terms(ce, mask, mod, weights, n_mod)
+    c, m, k = ce.detach().tolist(), mask.tolist(), mod.tolist()
+    cells = [(r, j) for r in range(2) for j in range(5)]
+    want_sum = sum(c[r][j] * m[r][j] * weights[k[r][j]].item() for r, j in cells)
+    assert lm_sum.item() == pytest.approx(want_sum, rel=1e-6)
+    assert count.item() == 7
+    per_sum = [sum(c[r][j] for r, j in cells if m[r][j] and k[r][j] == q) for q in range(n_mod)]
+    per_cnt = [sum(1 for r, j in cells if m[r][j] and k[r][j] == q) for q in range(n_mod)]
+    assert report.dtype == torch.float64 and report.shape == (2 + 2 * n_mod,)
+    assert report[0].item() == pytest.approx(want_sum, rel=1e-6)
+    assert report[1].item() == 7
+    assert report[2 : 2 + n_mod].tolist() == pytest.approx(per_sum, rel=1e-6)
+    assert report[2 + n_mod :].tolist() == per_cnt == [3, 2, 2, 0]
+    assert not report.requires_grad
+    lm_sum.backward()  # the gradient is the mask times the modality weight
+    assert torch.allclose(ce.grad, mask * weights[mod])
+
+
+def test_loss_terms_unweighted_and_low_precision() -> None:
+    ce = torch.tensor([[1.0, 2.0, 3.0]], dtype=torch.bfloat16)
+    mask = torch.tensor([[1.0, 0.0, 1.0]])
+    mod = torch.tensor([[0, 0, 1]])
+    lm_sum, count, report = loss_terms(ce, mask, mod, None, 2)
+    assert lm_sum.dtype == torch.float32 and lm_sum.item() == 4.0 and count.item() == 2
+    assert report.tolist() == [4.0, 2.0, 1.0, 3.0, 1.0, 1.0]
+
+
+# ---- model state helpers -------------------------------------------------------------------------
+
+
+class _Chunk(torch.nn.Linear):
+    def sharded_state_dict(self):  # stands in for megatron's ShardedTensor dict
+        return {k: v.clone() for k, v in self.state_dict().items()}
+
+
+def test_model_state_dict_keys_by_chunk() -> None:
+    one, two = _Chunk(2, 2), _Chunk(2, 2)
+    assert list(model_sharded_state_dict([one])) == ["model"]
+    sd = model_sharded_state_dict([one, two])
+    assert list(sd) == ["model0", "model1"]
+    fresh = [_Chunk(2, 2), _Chunk(2, 2)]
+    load_model_state(fresh, sd)
+    assert torch.equal(fresh[1].weight, two.weight) and torch.equal(fresh[0].bias, one.bias)
+    with pytest.raises(RuntimeError, match="Missing key"):  # strict
+        load_model_state([_Chunk(2, 2)], {"model": {"weight": one.weight}})
+
+
+# ---- config rules and the engine's refusals ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("over", "needles"),
+    [
+        (
+            {"engine": "torch", "parallel": {"tensor_model_parallel_size": 2}},
+            ["[parallel] need engine = 'megatron'", "data-parallel only"],
+        ),
+        ({"engine": "torch", "fp8": {"recipe": "delayed"}}, ["[fp8] need engine = 'megatron'"]),
+        (
+            {"engine": "torch", "parallel": {"use_distributed_optimizer": False},
+             "fp8": {"first_last_layers_bf16": True}},
+            ["[parallel], [fp8] need engine = 'megatron'"],
+        ),
+        (
+            {"precision": "fp32", "fp8": {"recipe": "current"}},
+            ["fp8 needs precision 'auto' or 'bf16'"],
+        ),
+        ({"fp8": {"recipe": "tensorwise"}}, ["fp8.recipe: Input should be 'none', 'delayed'"]),
+        (
+            {"parallel": {"recompute_granularity": "partial"}},
+            ["parallel.recompute_granularity: Input should be 'none', 'selective' or 'full'"],
+        ),
+        (
+            {"parallel": {"sequence_parallel": True}},
+            ["sequence_parallel needs tensor_model_parallel_size > 1"],
+        ),
+        (
+            {"parallel": {"virtual_pipeline_model_parallel_size": 2}},
+            ["virtual_pipeline_model_parallel_size needs pipeline_model_parallel_size > 1"],
+        ),
+        (
+            {"parallel": {"use_distributed_optimizer": False, "overlap_param_gather": True}},
+            ["overlap_param_gather needs use_distributed_optimizer"],
+        ),
+        ({"parallel": {"tp": 2}}, ["parallel.tp: Extra inputs are not permitted"]),
+        (
+            {"parallel": {"context_parallel_size": 0}},
+            ["parallel.context_parallel_size: Input should be greater than or equal to 1"],
+        ),
+    ],
+)  # fmt: skip
+def test_config_rules(over: dict, needles: list[str]) -> None:
+    with pytest.raises(TrainConfigError) as e:
+        cfg_of(**over)
+    msg = str(e.value)
+    assert msg.startswith("t.toml: invalid train config: ")
+    for needle in needles:
+        assert needle in msg, msg
+
+
+def test_megatron_sections_are_accepted_with_the_megatron_engine() -> None:
+    cfg = cfg_of(
+        precision="bf16",
+        parallel={"tensor_model_parallel_size": 2, "sequence_parallel": True},
+        fp8={"recipe": "delayed"},
+        megatron={"spec": "local"},
+    )
+    assert cfg.parallel.model_parallel_size == 2 and cfg.fp8.recipe == "delayed"
+    plain = cfg_of(engine="torch")  # default sections are fine with the torch engine
+    assert plain.parallel.recompute_granularity == "none" and plain.fp8.recipe == "none"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on CPU machines")
+def test_trainer_needs_cuda(tmp_path: Path) -> None:
+    with pytest.raises(TrainConfigError, match=r"needs CUDA GPUs.*engine = 'torch' on CPU"):
+        MegatronTrainer(cfg_of(out_dir=str(tmp_path)))
+    assert not any(tmp_path.iterdir())  # refused before touching anything
+
+
+def test_trainer_refuses_the_torch_engine(tmp_path: Path) -> None:
+    with pytest.raises(TrainConfigError, match="engine = 'megatron', not 'torch'"):
+        MegatronTrainer(cfg_of(engine="torch", out_dir=str(tmp_path)))
+
+
+# ---- checkpoint resharding: saved at TP 2, loaded at TP 1 (torchrun, gloo, CPU) -----------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _torchrun(nproc: int, *args: str, cwd: Path) -> None:
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+        "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+        str(HERE / "_megatron_tp_ckpt.py"), *args,
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MASTER_", "TORCHELASTIC"))}
+    env.update(OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-6000:])
+
+
+@pytest.mark.slow  # 4 processes import megatron-core (~20 s of CPU each): ~1 min on 2 cores
+@needs_megatron
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU shims are for machines without CUDA")
+def test_checkpoint_saved_at_tp2_loads_at_tp1(tmp_path: Path) -> None:
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    _torchrun(2, "save", str(ckpt), str(tmp_path / "tp2.pt"), "--seed", "1", cwd=tmp_path)
+    assert (ckpt / "metadata.json").is_file()
+    _torchrun(1, "load", str(ckpt), str(tmp_path / "tp1.pt"), "--seed", "2", cwd=tmp_path)
+    tp2 = torch.load(tmp_path / "tp2.pt")
+    tp1 = torch.load(tmp_path / "tp1.pt")
+    assert (tp2["tp"], tp1["tp"]) == (2, 1)
+    assert tp2["logits"].shape == tp1["logits"].shape == (2, 16, 1024)
+    # the fresh TP 1 model (another seed) differs until the checkpoint is loaded
+    assert (tp1["before"] - tp2["logits"]).abs().max() > 0.1
+    torch.testing.assert_close(tp1["logits"], tp2["logits"], atol=1e-5, rtol=0)
