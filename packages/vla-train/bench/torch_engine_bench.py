@@ -4,11 +4,15 @@ Both train the same tiny config (`tiny-dense` preset unless --preset), from the 
 weights (ours converted with vla_model.hf), on the same packed batches from megatron-core token
 shards, with the same AdamW (fused where available), LR and clipping. Ours runs the full engine
 step (`Trainer.train_step`: data, modality-weighted loss, guards, optimizer); transformers runs
-a plain loop that fetches the same batches from the same megatron-core datasets inside its
-timed step (so both pay for data loading). Steps alternate between the two (after warm-up)
-so machine load affects both alike. Prints one JSON object.
+a plain loop over the same batches from the same megatron-core datasets (`MixtureStream.batch`),
+fetched the same way: with prefetch (the engine's default) both fetch the next step's batches
+in one background thread while the current step computes; with --no-prefetch both fetch inside
+their timed step. Steps alternate between the two (after warm-up) so machine load affects both
+alike. With --overhead a third participant, our own model in that same plain loop, isolates the
+engine's per-step overhead (`engine_overhead_ms`) from the model's speed. Prints one JSON object.
 
     .venv/bin/python packages/vla-train/bench/torch_engine_bench.py [--steps 30] [--seq 128]
+        [--threads N] [--no-prefetch] [--overhead]
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import statistics
 import tempfile
 import time
 import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +64,11 @@ def main() -> None:
     ap.add_argument(
         "--document-mask", action="store_true", help="ours keeps packed documents apart (slower)"
     )
+    ap.add_argument(
+        "--overhead",
+        action="store_true",
+        help="also time our model in the same plain loop as transformers' (engine overhead)",
+    )
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = ap.parse_args()
     if args.threads:
@@ -66,6 +76,7 @@ def main() -> None:
 
     from transformers import Qwen3ForCausalLM
 
+    from vla_model import VLAModel
     from vla_model.hf import to_hf_config, to_hf_state_dict
     from vla_train.config import TrainConfig
     from vla_train.engine import Trainer, make_optimizer
@@ -99,34 +110,74 @@ def main() -> None:
         hf = Qwen3ForCausalLM._from_config(to_hf_config(mcfg), attn_implementation="sdpa")
         hf.load_state_dict(to_hf_state_dict(ours.model.state_dict(), mcfg), strict=False)
         hf.train()
-        hf_opt, _ = make_optimizer(hf, cfg, torch.device("cpu"))
 
-        def hf_step(step: int) -> float:
-            # the same megatron-core data path as ours, inside the timed step
-            b = ours.stream.batch(list(range(step * args.micro, (step + 1) * args.micro)))
-            logits = hf(input_ids=b.tokens, position_ids=b.positions).logits.float()
-            ce = F.cross_entropy(
-                logits.view(-1, logits.shape[-1]), b.labels.view(-1), reduction="none"
-            ).view_as(b.labels)
-            loss = (ce * b.loss_mask).sum() / b.loss_mask.sum()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(hf.parameters(), cfg.optimizer.grad_clip)
-            hf_opt.step()
-            hf_opt.zero_grad(set_to_none=True)
-            return float(loss)
+        def fetch(step: int):
+            return ours.stream.batch(list(range(step * args.micro, (step + 1) * args.micro)))
 
-        t_ours, t_hf, first = [], [], None
+        class PlainLoop:
+            """forward, masked mean cross entropy, backward, clip, AdamW: the training step
+            without an engine, on the same data path as ours, fetched the same way (see the
+            module docstring)."""
+
+            def __init__(self, model, forward) -> None:
+                self.model, self.forward = model, forward
+                self.opt, _ = make_optimizer(model, cfg, torch.device("cpu"))
+                self.pool = ThreadPoolExecutor(max_workers=1) if not args.no_prefetch else None
+                self.pending: dict[int, Future] = {}
+
+            def step(self, step: int) -> float:
+                fut = self.pending.pop(step, None)
+                b = fut.result() if fut is not None else fetch(step)
+                if self.pool is not None and step + 1 < total:
+                    self.pending[step + 1] = self.pool.submit(fetch, step + 1)
+                logits = self.forward(b).float()
+                ce = F.cross_entropy(
+                    logits.view(-1, logits.shape[-1]), b.labels.view(-1), reduction="none"
+                ).view_as(b.labels)
+                loss = (ce * b.loss_mask).sum() / b.loss_mask.sum()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optimizer.grad_clip)
+                self.opt.step()
+                self.opt.zero_grad(set_to_none=True)
+                return float(loss)
+
+            def close(self) -> None:
+                if self.pool is not None:
+                    self.pool.shutdown()
+
+        hf_loop = PlainLoop(hf, lambda b: hf(input_ids=b.tokens, position_ids=b.positions).logits)
+        bare_loop = None
+        if args.overhead:  # our model in the plain loop: the engine's own per-step overhead
+            bare = VLAModel(mcfg)
+            bare.load_state_dict(ours.model.state_dict())
+            bare.train()
+            bare_loop = PlainLoop(bare, lambda b: bare(b.tokens, positions=b.positions).logits)
+
+        t_ours, t_hf, t_bare, first = [], [], [], None
         for step in range(total):
             t0 = time.perf_counter()
             rec = ours.train_step(step)
             t1 = time.perf_counter()
-            hl = hf_step(step)
+            hl = hf_loop.step(step)
             t2 = time.perf_counter()
+            if bare_loop is not None:
+                bare_loop.step(step)
+            t3 = time.perf_counter()
             if step == 0:
                 first = (rec["loss"], hl)
             if step >= args.warmup:
                 t_ours.append(t1 - t0)
                 t_hf.append(t2 - t1)
+                t_bare.append(t3 - t2)
+        hf_loop.close()
+        if bare_loop is not None:
+            bare_loop.close()
+        # batch assembly alone (what both sides fetch per step), median over the timed steps
+        t_data = []
+        for step in range(args.warmup, total):
+            t0 = time.perf_counter()
+            fetch(step)
+            t_data.append(time.perf_counter() - t0)
         tokens = args.micro * args.seq
         ours_tps = tokens / statistics.median(t_ours)
         hf_tps = tokens / statistics.median(t_hf)
@@ -155,6 +206,28 @@ def main() -> None:
                     "transformers_best_step_tokens_per_s": round(hf_best, 1),
                     "best_step_ratio": round(ours_best / hf_best, 3),
                     "target_ratio": 1.0,
+                    "ours_median_step_ms": round(1e3 * statistics.median(t_ours), 2),
+                    "transformers_median_step_ms": round(1e3 * statistics.median(t_hf), 2),
+                    "batch_assembly_ms": round(1e3 * statistics.median(t_data), 3),
+                    **(
+                        {
+                            "ours_plain_loop_median_step_ms": round(
+                                1e3 * statistics.median(t_bare), 2
+                            ),
+                            "engine_overhead_ms": round(
+                                1e3 * (statistics.median(t_ours) - statistics.median(t_bare)), 2
+                            ),
+                            "engine_overhead_ms_mean_paired": round(
+                                1e3
+                                * statistics.mean(
+                                    o - b for o, b in zip(t_ours, t_bare, strict=True)
+                                ),
+                                2,
+                            ),
+                        }
+                        if args.overhead
+                        else {}
+                    ),
                     "first_step_loss": {"ours": first[0], "transformers": first[1]},
                     "timing": "median (and fastest) step time; steps alternate between the engines",
                 },

@@ -187,6 +187,14 @@ class MixtureStream:
         ensure_process_group()
         self.bounds = np.cumsum([0] + [s.samples for s in self.stages])
         self.datasets = [self._build(i, s) for i, s in enumerate(self.stages)]
+        self._fast, self._blended = self._fast_path()
+        vocab = modalities.vocab_size
+        # modality code of every id (a table lookup instead of a range search per token)
+        self._lut = (
+            None
+            if modalities.layout is None or vocab is None
+            else np.asarray(modalities.layout.modality_of(np.arange(vocab)), dtype=np.int64)
+        )
 
     def __len__(self) -> int:
         return int(self.bounds[-1])
@@ -230,6 +238,64 @@ class MixtureStream:
         return self.datasets[s][index - int(self.bounds[s])]
 
     def batch(self, indices: list[int]) -> Batch:
+        """The samples `indices` as one `[len(indices), seq]` batch.
+
+        Fast path: each sample's token window is read with megatron-core's own sample lookup
+        (`BlendedDataset` index -> `GPTDataset` shuffle/sample/document indices -> tokens) into
+        one `int64` array, then labels, positions, loss mask and modality codes are computed for
+        the whole batch at once (numpy), exactly as `GPTDataset.__getitem__` does per sample.
+        Datasets or options it does not cover use the per-sample path (`batch_reference`)."""
+        if not self._fast:
+            return self.batch_reference(indices)
+        n, seq = len(indices), self.cfg.seq_length
+        text = np.empty((n, seq + 1), dtype=np.int64)
+        pad = np.empty((n, 1), dtype=np.int64)
+        bucket = np.zeros(n, dtype=np.int64)
+        where = np.asarray(indices, dtype=np.int64)
+        if n and (where.min() < 0 or where.max() >= len(self)):
+            bad = where[(where < 0) | (where >= len(self))][0]
+            raise IndexError(f"sample {bad} outside the run's {len(self)} samples")
+        stages = np.searchsorted(self.bounds, where, side="right") - 1
+        local = (where - self.bounds[stages]).tolist()
+        for r, (s, j) in enumerate(zip(stages.tolist(), local, strict=True)):
+            ds = self.datasets[s]
+            if self._blended[s]:
+                bucket[r] = ds.dataset_index[j]
+                j, ds = ds.dataset_sample_index[j], ds.datasets[ds.dataset_index[j]]
+            text[r] = ds._query_document_sample_shuffle_indices(j)[0]
+            pad[r, 0] = ds._pad_token_id
+        tokens, labels = text[:, :-1], text[:, 1:]
+        eod = tokens == self.eod
+        data = self.cfg.data
+        loss_mask = np.ones((n, seq), dtype=np.float32)
+        if data.eod_mask_loss:
+            loss_mask[eod] = 0.0
+        idx = np.arange(seq, dtype=np.int64)
+        if data.reset_position_ids:  # positions restart after every EOD
+            starts = np.zeros((n, seq), dtype=np.int64)
+            starts[:, 1:] = np.where(eod[:, :-1], idx[1:], 0)
+            positions = idx - np.maximum.accumulate(starts, axis=1)
+        else:
+            positions = np.broadcast_to(idx, (n, seq)).copy()
+        padded = labels == pad
+        loss_mask[padded] = 0.0
+        tokens = np.where(tokens == pad, 0, tokens)
+        labels = np.where(padded, 0, labels)
+        loss_mask_t = torch.from_numpy(loss_mask)
+        labels_t = torch.from_numpy(labels)
+        for a, b in self.spans:
+            loss_mask_t.masked_fill_(span_mask(labels_t, a, b), 0.0)
+        return Batch(
+            torch.from_numpy(tokens),
+            labels_t,
+            torch.from_numpy(positions),
+            loss_mask_t,
+            self._codes(labels),
+            torch.from_numpy(bucket),
+        )
+
+    def batch_reference(self, indices: list[int]) -> Batch:
+        """`batch` through megatron-core's per-sample `__getitem__` (the reference semantics)."""
         items = [self[i] for i in indices]
         tokens = torch.stack([it["tokens"] for it in items])
         labels = torch.stack([it["labels"] for it in items])
@@ -239,6 +305,43 @@ class MixtureStream:
             loss_mask = loss_mask.masked_fill(span_mask(labels, a, b), 0.0)
         bucket = torch.tensor([int(it.get("dataset_id", 0)) for it in items])
         return Batch(tokens, labels, positions, loss_mask, self.modalities.codes(labels), bucket)
+
+    def _codes(self, labels: np.ndarray) -> torch.Tensor:
+        """Modality codes of `labels` through the per-id lookup table (one gather)."""
+        if self._lut is None:
+            return torch.zeros(labels.shape, dtype=torch.long)
+        if labels.size and (labels.min() < 0 or labels.max() >= len(self._lut)):
+            # let the layout name the bad id
+            return self.modalities.codes(torch.from_numpy(labels))
+        return torch.from_numpy(self._lut[labels])
+
+    def _fast_path(self) -> tuple[bool, list[bool]]:
+        """Whether `batch` may assemble samples itself: plain `GPTDataset`s (or a
+        `BlendedDataset` of them) with the options this engine sets."""
+        from megatron.core.datasets.blended_dataset import BlendedDataset
+
+        _, GPTDataset, _, _ = _megatron()
+        blended, ok = [], True
+        for ds in self.datasets:
+            is_blend = type(ds) is BlendedDataset
+            parts = ds.datasets if is_blend else [ds]
+            blended.append(is_blend)
+            if is_blend and len(ds) and ds.dataset_index is None:
+                ds[0]  # megatron-core maps its index files on first access
+            for p in parts:
+                c = p.config
+                ok &= (
+                    type(p) is GPTDataset
+                    and c.add_extra_token_to_sequence
+                    and not c.reset_attention_mask
+                    and not c.create_attention_mask
+                    and c.sequence_length == self.cfg.seq_length
+                    and c.tokenizer.eod == self.eod
+                    and c.reset_position_ids == self.cfg.data.reset_position_ids
+                    and c.eod_mask_loss == self.cfg.data.eod_mask_loss
+                    and hasattr(p, "_query_document_sample_shuffle_indices")
+                )
+        return bool(ok), blended
 
 
 def micro_batch_indices(

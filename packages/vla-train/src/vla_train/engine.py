@@ -116,6 +116,8 @@ class Trainer:
             self.weights_by_code[self.modalities.code(name)] = w
         # all weights 1: skip the per-token weight lookup
         self.uniform_weights = bool((self.weights_by_code == 1).all())
+        # the step reads per-token modality codes only for weights or per-modality losses
+        self._need_modality = not self.uniform_weights or len(self.modalities.names) > 1
         self.accum = cfg.accumulation_steps(self.world)
         self.autocast = self.device.type == "cuda" and cfg.precision in ("auto", "bf16")
         if cfg.precision == "bf16" and self.device.type != "cuda":
@@ -247,20 +249,26 @@ class Trainer:
             return None
         return (batch.positions == 0).cumsum(dim=1)
 
-    def _micro_batches(self, step: int) -> list[Batch]:
+    def _micro_batches(self, step: int) -> list[_Micro]:
         """The step's micro-batches; the next step's are fetched in a background thread while
         this one computes (sample i is a pure function of i, so prefetching keeps determinism)."""
         pending = self._prefetch.pop(step, None)
-        batches = pending.result() if pending is not None else self._fetch(step)
+        micro = pending.result() if pending is not None else self._fetch(step)
         if self.cfg.data.prefetch and step + 1 < len(self.stream) // self.cfg.global_batch_size:
             self._prefetch[step + 1] = self._pool.submit(self._fetch, step + 1)
-        return [b.to(self.device) for b in batches]
+        if self.device.type == "cpu":
+            return micro
+        return [m.to(self.device, self._need_modality) for m in micro]
 
-    def _fetch(self, step: int) -> list[Batch]:
-        return [
-            self.stream.batch(micro_batch_indices(step, m, self.cfg, self.rank, self.world))
-            for m in range(self.accum)
-        ]
+    def _fetch(self, step: int) -> list[_Micro]:
+        """Host side of a step's micro-batches: the batch, its document ids and loss-token
+        count (no device work, no sync); pinned for an asynchronous copy on CUDA."""
+        out = []
+        for m in range(self.accum):
+            b = self.stream.batch(micro_batch_indices(step, m, self.cfg, self.rank, self.world))
+            micro = _Micro(b, self._docs(b), float(b.loss_mask.sum(dtype=torch.float64)))
+            out.append(micro.pinned(self._need_modality) if self.device.type == "cuda" else micro)
+        return out
 
     def _all_sum(self, t: torch.Tensor) -> torch.Tensor:
         if self.world > 1:
@@ -268,25 +276,34 @@ class Trainer:
         return t
 
     def train_step(self, step: int) -> dict[str, Any]:
-        """Forward/backward over the step's micro-batches, guard, optimizer step."""
+        """Forward/backward over the step's micro-batches, guard, optimizer step.
+
+        One host sync per step (two under DDP: the global loss-token count is all-reduced
+        first): loss, gradient norm, per-modality sums and MoE losses come back together."""
         cfg = self.cfg
         lr = lr_at(step, cfg.optimizer, cfg.schedule)
         for g in self.optimizer.param_groups:
             g["lr"] = lr
-        batches = self._micro_batches(step)
+        micro = self._micro_batches(step)
         n_mod = len(self.modalities.names)
-        n_tokens = self._all_sum(sum(b.loss_mask.sum() for b in batches).double()).item()
+        n_tokens = sum(m.loss_tokens for m in micro)  # exact: counts of 0/1 mask entries
+        if self.world > 1:
+            t = torch.tensor([n_tokens], dtype=torch.float64, device=self.device)
+            n_tokens = self._all_sum(t).item()
         denom = max(n_tokens, 1.0)
         # sums over the step: [weighted loss, per-modality ce sums, per-modality token counts]
         local = torch.zeros(1 + 2 * n_mod, dtype=torch.float64, device=self.device)
-        aux_totals: dict[str, float] = {}
+        aux_totals: dict[str, torch.Tensor] = {}
         module = self.ddp or self.model
-        for i, b in enumerate(batches):
-            sync = self.ddp is None or i == len(batches) - 1
+        for i, m in enumerate(micro):
+            b = m.batch
+            sync = self.ddp is None or i == len(micro) - 1
             with self.ddp.no_sync() if not sync else _null():
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
-                    out = module(b.tokens, positions=b.positions, document_ids=self._docs(b))
-                logits = out.logits.float()
+                    out = module(b.tokens, positions=b.positions, document_ids=m.docs)
+                logits = out.logits
+                if logits.dtype != torch.float32:
+                    logits = logits.float()
                 ce = F.cross_entropy(
                     logits.view(-1, logits.shape[-1]), b.labels.view(-1), reduction="none"
                 ).view_as(b.labels)
@@ -307,33 +324,43 @@ class Trainer:
                 if n_mod == 1:  # one modality: its mean loss is the unweighted loss
                     ce_sum = lm_sum if self.uniform_weights else (ce * b.loss_mask).sum()
                     local[1] += ce_sum.detach().double()
-                else:
-                    sel = b.loss_mask.view(-1) > 0
-                    mod = b.modality.view(-1)[sel]
-                    ced = ce.detach().view(-1)[sel].double()
-                    local[1 : 1 + n_mod] += torch.bincount(mod, weights=ced, minlength=n_mod)
-                    local[1 + n_mod :] += torch.bincount(mod, minlength=n_mod).double()
+                else:  # scatter-adds (no data-dependent shapes: no device sync)
+                    mod = b.modality.view(-1)
+                    keep = b.loss_mask.view(-1) > 0
+                    ced = torch.where(keep, ce.detach().view(-1).double(), 0.0)
+                    zeros = local.new_zeros(n_mod)
+                    local[1 : 1 + n_mod] += zeros.index_add(0, mod, ced)
+                    local[1 + n_mod :] += zeros.index_add(0, mod, keep.double())
                 for k, v in out.aux_losses.items():
-                    aux_totals[k] = aux_totals.get(k, 0.0) + float(v) / self.accum
+                    aux_totals[k] = aux_totals.get(k, 0.0) + v.detach().double() / self.accum
         if n_mod == 1:
             local[2] = n_tokens  # already summed over ranks
         sums = self._all_sum(local)
         if n_mod == 1 and self.world > 1:
             sums[2] = n_tokens
-        loss = (sums[0] / denom).item()
         clip = cfg.optimizer.grad_clip if cfg.optimizer.grad_clip > 0 else float("inf")
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip))
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        # the step's one host sync: [loss, grad norm, per-modality sums and counts, aux losses]
+        host = torch.cat(
+            [
+                (sums[0] / denom).view(1),
+                norm.detach().to(sums.device, torch.float64).view(1),
+                sums[1:],
+                *(v.view(1) for v in aux_totals.values()),
+            ]
+        ).tolist()
+        loss, grad_norm = host[0], host[1]
         reason = self.guard.check(step + 1, loss, grad_norm)
         if reason is None:
             self.optimizer.step()
             self._update_expert_bias()
         self.optimizer.zero_grad(set_to_none=True)
         rec: dict[str, Any] = {"step": step + 1, "loss": loss, "grad_norm": grad_norm, "lr": lr}
-        for c, name in enumerate(self.modalities.names):
-            cnt = sums[1 + n_mod + c].item()
+        ce_sums, counts = host[2 : 2 + n_mod], host[2 + n_mod : 2 + 2 * n_mod]
+        for name, ce_sum, cnt in zip(self.modalities.names, ce_sums, counts, strict=True):
             if cnt > 0:
-                rec[f"loss_{name}"] = (sums[1 + c] / cnt).item()
-        for k, v in aux_totals.items():
+                rec[f"loss_{name}"] = ce_sum / cnt
+        for k, v in zip(aux_totals, host[2 + 2 * n_mod :], strict=True):
             rec[k] = v / self.world if self.world > 1 else v
         rec["loss_tokens"] = int(n_tokens)
         if reason is not None:
@@ -413,6 +440,48 @@ class Trainer:
         result.skipped = list(self.guard.skipped)
         result.tokens_per_s = tokens / elapsed if elapsed else 0.0
         return result
+
+
+@dataclass
+class _Micro:
+    """A micro-batch with what the step needs of it before any device work."""
+
+    batch: Batch
+    docs: torch.Tensor | None  # document ids (packed-document attention), or None
+    loss_tokens: float  # loss-mask tokens in the micro-batch
+
+    def pinned(self, modality: bool) -> _Micro:
+        """Page-locked copies of what `to` moves (so the copies can be asynchronous)."""
+        b = self.batch
+        pinned = Batch(
+            b.tokens.pin_memory(),
+            b.labels.pin_memory(),
+            b.positions.pin_memory(),
+            b.loss_mask.pin_memory(),
+            b.modality.pin_memory() if modality else b.modality,
+            b.bucket,
+        )
+        return _Micro(
+            pinned, None if self.docs is None else self.docs.pin_memory(), self.loss_tokens
+        )
+
+    def to(self, device: torch.device, modality: bool) -> _Micro:
+        """On `device` (asynchronously from pinned memory); the per-token modality codes only
+        when the step uses them, the bucket ids (diagnostics) stay on the host."""
+        b = self.batch
+
+        def move(t: torch.Tensor) -> torch.Tensor:
+            return t.to(device, non_blocking=True)
+
+        moved = Batch(
+            move(b.tokens),
+            move(b.labels),
+            move(b.positions),
+            move(b.loss_mask),
+            move(b.modality) if modality else b.modality,
+            b.bucket,
+        )
+        return _Micro(moved, None if self.docs is None else move(self.docs), self.loss_tokens)
 
 
 class _null:
