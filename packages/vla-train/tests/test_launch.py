@@ -103,7 +103,7 @@ def test_dp_is_world_over_tp_pp_cp() -> None:
 @pytest.mark.parametrize(
     ("cfg", "nodes", "needles"),
     [
-        # the layout: megatron_engine.check_layout (the engine's own check), plus launch's extras
+        # the layout: megatron_engine.check_layout, the engine's own check
         # TP 3 divides neither 32 heads nor 8 KV heads, nor the world of 16
         (config(**par(tp=3)), 2, ["world size 16 is not divisible", "size 3 must divide the 32"]),
         (config(**par(tp=16)), 2, ["tensor_model_parallel_size 16", "8 KV heads"]),

@@ -272,13 +272,14 @@ def test_every_layout_problem_in_one_error() -> None:
     with pytest.raises(TrainConfigError) as e:
         check_layout(cfg_of("vla-10b-moe", parallel=p), 16)
     problems = str(e.value).removeprefix("megatron layout: ").split("; ")
-    assert len(problems) == 5, problems
+    assert len(problems) == 6, problems
     for needle in (
         "world size 16 is not divisible by tensor x pipeline x context = 3",
         "tensor_model_parallel_size 3 must divide the 32 heads",
         "64 experts do not split over EP=5",
         "expert-tensor x expert x pipeline = 15",
         "data-parallel size 5",
+        "sequence_parallel must be true for an MoE model",
     ):
         assert sum(needle in x for x in problems) == 1, (needle, problems)
 

@@ -21,7 +21,6 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 from vla_model import VLAModel, flops_per_token
 from vla_train.checkpoint import (
@@ -38,6 +37,7 @@ from vla_train.checkpoint import (
 )
 from vla_train.config import TrainConfig, TrainConfigError
 from vla_train.data import Batch, MixtureStream, micro_batch_indices
+from vla_train.loss import token_cross_entropy
 from vla_train.modalities import TokenModalities
 from vla_train.monitor import MetricsLog, Progress, StepGuard, TrainingStopped, memory_stats
 from vla_train.schedule import lr_at
@@ -304,9 +304,7 @@ class Trainer:
                 logits = out.logits
                 if logits.dtype != torch.float32:
                     logits = logits.float()
-                ce = F.cross_entropy(
-                    logits.view(-1, logits.shape[-1]), b.labels.view(-1), reduction="none"
-                ).view_as(b.labels)
+                ce = token_cross_entropy(logits, b.labels)
                 w = (
                     b.loss_mask
                     if self.uniform_weights

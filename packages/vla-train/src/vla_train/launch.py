@@ -161,59 +161,6 @@ def memory_recompute(cfg: TrainConfig) -> str:
     return "full" if g == "full" else "selective"
 
 
-def _launch_layout_problems(cfg: TrainConfig, mcfg: Any, world: int) -> list[str]:
-    """Layout checks `megatron_engine.check_layout` does not make (vocabulary and FFN sizes over
-    TP, expert FFN over expert TP, megatron-core's SP rule for MoE with TP, SP with CP), each
-    naming its field."""
-    p = cfg.parallel
-    tp, pp, ep, cp = (
-        p.tensor_model_parallel_size,
-        p.pipeline_model_parallel_size,
-        p.expert_model_parallel_size,
-        p.context_parallel_size,
-    )
-    etp = p.expert_tensor_parallel_size or tp
-    out = []
-    if cfg.engine == "megatron" and (mcfg.extras.enabled or mcfg.moe is not None):
-        from vla_model.megatron import unsupported_options
-
-        out += [f"model: megatron-core cannot express {x}" for x in unsupported_options(mcfg)]
-    if mcfg.vocab_size % tp:  # VocabParallelEmbedding / the output layer split the vocabulary
-        out.append(
-            f"parallel.tensor_model_parallel_size ({tp}) must divide the model's vocab_size "
-            f"({mcfg.vocab_size})"
-        )
-    if not all(mcfg.moe_layers) and mcfg.ffn_hidden_size % tp:
-        out.append(
-            f"parallel.tensor_model_parallel_size ({tp}) must divide the model's "
-            f"ffn_hidden_size ({mcfg.ffn_hidden_size})"
-        )
-    if mcfg.moe is None:
-        if p.expert_tensor_parallel_size not in (None, tp):
-            out.append("parallel.expert_tensor_parallel_size needs an MoE model")
-    else:
-        if mcfg.moe.expert_ffn_hidden_size % etp:
-            out.append(
-                f"expert tensor parallel size ({etp}) must divide the model's "
-                f"moe.expert_ffn_hidden_size ({mcfg.moe.expert_ffn_hidden_size})"
-            )
-        if ep == 1 and world % (etp * pp):  # check_layout checks this for ep > 1 only
-            out.append(
-                f"world size {world} is not divisible by expert-tensor x pipeline = {etp * pp}"
-            )
-        if tp > 1 and not p.sequence_parallel:  # megatron-core's MoELayer raises in training
-            out.append(
-                "parallel.sequence_parallel must be true for an MoE model with "
-                "tensor_model_parallel_size > 1 (megatron-core requires it)"
-            )
-    if p.sequence_parallel and cp > 1 and (cfg.seq_length // cp) % tp:
-        out.append(
-            f"seq_length / parallel.context_parallel_size ({cfg.seq_length // cp}) must be "
-            f"divisible by parallel.tensor_model_parallel_size ({tp}) with sequence_parallel"
-        )
-    return out
-
-
 def make_plan(
     config: dict[str, Any] | TrainConfig,
     nodes: int,
@@ -272,13 +219,12 @@ def make_plan(
     etp = p.expert_tensor_parallel_size or tp
     seq, micro, gbs = cfg.seq_length, cfg.micro_batch_size, cfg.global_batch_size
 
-    # the layout: megatron_engine.check_layout (the engine's own check) plus launch's extras
+    # the layout: the engine's own check, so launch refuses exactly what a run would refuse
     dp = 0
     try:
         dp = check_layout(cfg, world)
     except TrainConfigError as e:
         errors.append(str(e))
-    errors += _launch_layout_problems(cfg, mcfg, world)
     if errors:
         raise LaunchError(
             f"{source}: "

@@ -151,9 +151,63 @@ def check_layout(cfg: TrainConfig, world: int) -> int:
         problems.append(
             "interleaved pipelining needs micro-batches per step divisible by the pipeline size"
         )
+    problems += _split_problems(cfg, mcfg, world)
     if problems:
         raise TrainConfigError("megatron layout: " + "; ".join(problems))
     return dp
+
+
+def _split_problems(cfg: TrainConfig, mcfg: Any, world: int) -> list[str]:
+    """How the model's matrices split: vocabulary and FFN sizes over TP, expert FFN over expert
+    TP, megatron-core's SP rule for MoE with TP, SP with CP; options megatron cannot express.
+    Each problem names its field."""
+    p = cfg.parallel
+    tp, pp, ep, cp = (
+        p.tensor_model_parallel_size,
+        p.pipeline_model_parallel_size,
+        p.expert_model_parallel_size,
+        p.context_parallel_size,
+    )
+    etp = p.expert_tensor_parallel_size or tp
+    out = []
+    if cfg.engine == "megatron" and (mcfg.extras.enabled or mcfg.moe is not None):
+        from vla_model.megatron import unsupported_options
+
+        out += [f"model: megatron-core cannot express {x}" for x in unsupported_options(mcfg)]
+    if mcfg.vocab_size % tp:  # VocabParallelEmbedding / the output layer split the vocabulary
+        out.append(
+            f"parallel.tensor_model_parallel_size ({tp}) must divide the model's vocab_size "
+            f"({mcfg.vocab_size})"
+        )
+    if not all(mcfg.moe_layers) and mcfg.ffn_hidden_size % tp:
+        out.append(
+            f"parallel.tensor_model_parallel_size ({tp}) must divide the model's "
+            f"ffn_hidden_size ({mcfg.ffn_hidden_size})"
+        )
+    if mcfg.moe is None:
+        if p.expert_tensor_parallel_size not in (None, tp):
+            out.append("parallel.expert_tensor_parallel_size needs an MoE model")
+    else:
+        if mcfg.moe.expert_ffn_hidden_size % etp:
+            out.append(
+                f"expert tensor parallel size ({etp}) must divide the model's "
+                f"moe.expert_ffn_hidden_size ({mcfg.moe.expert_ffn_hidden_size})"
+            )
+        if ep == 1 and world % (etp * pp):  # check_layout checks this for ep > 1 only
+            out.append(
+                f"world size {world} is not divisible by expert-tensor x pipeline = {etp * pp}"
+            )
+        if tp > 1 and not p.sequence_parallel:  # megatron-core's MoELayer raises in training
+            out.append(
+                "parallel.sequence_parallel must be true for an MoE model with "
+                "tensor_model_parallel_size > 1 (megatron-core requires it)"
+            )
+    if p.sequence_parallel and cp > 1 and (cfg.seq_length // cp) % tp:
+        out.append(
+            f"seq_length / parallel.context_parallel_size ({cfg.seq_length // cp}) must be "
+            f"divisible by parallel.tensor_model_parallel_size ({tp}) with sequence_parallel"
+        )
+    return out
 
 
 def document_boundaries(positions: torch.Tensor) -> torch.Tensor:
