@@ -33,6 +33,10 @@ PEAK = 989e12
 VARIANTS = {
     "bf16": {},
     "bf16-mb4": {"micro": 4},
+    # megatron's kernel fusions off (fused SwiGLU, weight-grad accumulation into main_grad)
+    "bf16-unfused": {
+        "megatron": {"bias_activation_fusion": False, "gradient_accumulation_fusion": False}
+    },
     "fp8-delayed": {"fp8": {"recipe": "delayed"}},
     "fp8-current": {"fp8": {"recipe": "current"}},
 }
@@ -136,7 +140,7 @@ def run_ours(args, name: str) -> dict:
                 "logging": {"tensorboard": False, "progress": False},
                 "parallel": {"use_distributed_optimizer": True},
                 "fp8": v.get("fp8", {}),
-                "megatron": {"manual_gc_interval": 50},
+                "megatron": {"manual_gc_interval": 50, **v.get("megatron", {})},
             }
         )
         trainer = MegatronTrainer(cfg, resume=False)

@@ -90,6 +90,18 @@ def test_overrides_default_layout() -> None:
     assert kw["pipeline_dtype"] is torch.float32
 
 
+def test_overrides_kernel_fusions() -> None:
+    # weight-gradient accumulation into main_grad: TE layers only (local ones need APEX)
+    assert transformer_overrides(cfg_of(), have_te=True)["gradient_accumulation_fusion"] is True
+    local = transformer_overrides(cfg_of(), have_te=True, te_layers=False)
+    assert local["gradient_accumulation_fusion"] is False
+    assert transformer_overrides(cfg_of(), have_te=False)["gradient_accumulation_fusion"] is False
+    off = cfg_of(megatron={"gradient_accumulation_fusion": False, "bias_activation_fusion": False})
+    kw = transformer_overrides(off, have_te=True)
+    assert (kw["gradient_accumulation_fusion"], kw["bias_activation_fusion"]) == (False, False)
+    assert transformer_overrides(cfg_of(), have_te=False)["bias_activation_fusion"] is True
+
+
 def test_overrides_parallel_sizes() -> None:
     p = {
         "tensor_model_parallel_size": 2,

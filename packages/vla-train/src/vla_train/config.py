@@ -223,6 +223,14 @@ class MegatronSection(_Strict):
         default="auto", description="auto: Transformer Engine layers when TE imports"
     )
     cross_entropy_fusion: bool = Field(default=True, description="fused vocab-parallel CE")
+    bias_activation_fusion: bool = Field(
+        default=True, description="fused SwiGLU kernel in the MLPs (megatron's bias_swiglu)"
+    )
+    gradient_accumulation_fusion: bool | None = Field(
+        default=None,
+        description="weight gradients accumulate straight into the FP32 main-grad buffer "
+        "(Transformer Engine layers); default: on with the TE spec, off with the local one",
+    )
     moe_token_dispatcher: Literal["alltoall", "allgather"] = "alltoall"
     moe_grouped_gemm: bool = Field(default=True, description="grouped GEMM experts (TE spec)")
     manual_gc_interval: int = Field(

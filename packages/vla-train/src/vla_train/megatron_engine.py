@@ -63,9 +63,16 @@ DIST_DIR = "dist"  # megatron dist_checkpointing folder inside step-N/
 # ---- pure helpers (no megatron, no CUDA: unit-tested on CPU) -----------------------------------
 
 
-def transformer_overrides(cfg: TrainConfig, *, have_te: bool) -> dict[str, Any]:
-    """`TransformerConfig` fields the run sets on top of the model's own (vla-model)."""
+def transformer_overrides(
+    cfg: TrainConfig, *, have_te: bool, te_layers: bool | None = None
+) -> dict[str, Any]:
+    """`TransformerConfig` fields the run sets on top of the model's own (vla-model).
+    `te_layers`: the model uses the TE layer spec (default: `have_te`)."""
     p, f, m = cfg.parallel, cfg.fp8, cfg.megatron
+    te_layers = have_te if te_layers is None else te_layers
+    grad_fusion = (
+        te_layers if m.gradient_accumulation_fusion is None else m.gradient_accumulation_fusion
+    )
     bf16 = cfg.precision in ("auto", "bf16")
     kw: dict[str, Any] = dict(
         tensor_model_parallel_size=p.tensor_model_parallel_size,
@@ -81,8 +88,9 @@ def transformer_overrides(cfg: TrainConfig, *, have_te: bool) -> dict[str, Any]:
         cross_entropy_fusion_impl="te" if (have_te and m.cross_entropy_fusion) else "native",
         apply_rope_fusion=have_te,
         bias_dropout_fusion=True,
+        bias_activation_fusion=m.bias_activation_fusion,
         masked_softmax_fusion=False,
-        gradient_accumulation_fusion=False,
+        gradient_accumulation_fusion=grad_fusion,
         deterministic_mode=False,
     )
     if p.recompute_granularity != "none":
@@ -362,7 +370,7 @@ class MegatronTrainer:
 
         cfg, ps = self.cfg, self.ps
         p = cfg.parallel
-        overrides = transformer_overrides(cfg, have_te=self.have_te)
+        overrides = transformer_overrides(cfg, have_te=self.have_te, te_layers=self.spec == "te")
         experts = None
         if self.mcfg.is_moe:
             experts = (
