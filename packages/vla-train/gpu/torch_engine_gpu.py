@@ -60,26 +60,42 @@ GPU_MODEL = {  # tiny-dense widened: ~25M non-embedding parameters
 DRY_MODEL = {"vocab_size": 512, "max_position_embeddings": 128}  # tiny-dense as is
 
 
-def write_byte_shards(folder: Path, documents: int = 2000) -> int:
-    """Byte-level token shards of vla-data's sample texts; returns the EOD id."""
+def sample_documents(documents: int) -> tuple[list[str], str]:
+    """vla-data's sample sentences and lessons, or (where vla-data's media dependencies such as
+    PyAV are not installed, as on the lent GPU machine) sentences from a fixed word list."""
+    rng = np.random.default_rng(0)
+    try:
+        from vla_data.corpus import SENTENCES
+        from vla_data.textbook import lessons
+    except ImportError as e:
+        words = (
+            "the car turns left at the next junction while the bus waits behind the truck "
+            "a cyclist crosses the road and the light changes to green so traffic moves on"
+        ).split()
+        docs = [
+            " ".join(rng.choice(words, size=int(rng.integers(20, 200)))) for _ in range(documents)
+        ]
+        return docs, f"word list (vla_data not importable: {e})"
+    pool = [s for g in SENTENCES.values() for s in g]
+    docs = [" ".join(rng.choice(pool, size=3, replace=False)) for _ in range(documents)]
+    docs += [d["text"] for d in lessons(24, 0)]
+    return docs, "vla_data sample sentences and lessons"
+
+
+def write_byte_shards(folder: Path, documents: int = 2000) -> tuple[int, str]:
+    """Byte-level token shards of sample texts; returns the EOD id and where the text is from."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
 
-    from vla_data.corpus import SENTENCES
-    from vla_data.textbook import lessons
-
     folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    pool = [s for g in SENTENCES.values() for s in g]
-    docs = [" ".join(rng.choice(pool, size=3, replace=False)) for _ in range(documents)]
-    docs += [d["text"] for d in lessons(24, 0)]
+    docs, source = sample_documents(documents)
     builder = IndexedDatasetBuilder(str(folder / "sample__text.bin"), dtype=np.uint16)
     for d in docs:
         ids = list(d.encode()) + [EOD]
         builder.add_document(torch.tensor(ids), [len(ids)])
     builder.finalize(str(folder / "sample__text.idx"))
-    return EOD
+    return EOD, source
 
 
 def run_config(args: argparse.Namespace, shards: Path, out_dir: Path) -> dict:
@@ -375,7 +391,7 @@ def main(argv: list[str] | None = None) -> dict:
         work = args.work_dir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         shards = work / "tokens"
-        write_byte_shards(shards)
+        _, text_source = write_byte_shards(shards)
         report: dict = {
             "script": "torch_engine_gpu",
             "mode": "cpu-dry-run" if args.cpu_dry_run else "gpu",
@@ -391,6 +407,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "steps": args.steps,
                 "precision": "fp32" if args.cpu_dry_run else "bf16",
                 "document_mask": args.document_mask,
+                "text": text_source,
             },
         }
         single = train_single(args, shards, work)
