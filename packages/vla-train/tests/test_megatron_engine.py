@@ -23,6 +23,7 @@ from vla_train.megatron_engine import (
     block_causal_mask,
     check_layout,
     document_boundaries,
+    have_apex_wgrad_kernel,
     load_model_state,
     loss_terms,
     model_sharded_state_dict,
@@ -91,8 +92,11 @@ def test_overrides_default_layout() -> None:
 
 
 def test_overrides_kernel_fusions() -> None:
-    # weight-gradient accumulation into main_grad: TE layers only (local ones need APEX)
-    assert transformer_overrides(cfg_of(), have_te=True)["gradient_accumulation_fusion"] is True
+    # weight-gradient accumulation into main_grad: TE layers, and APEX for the output layer
+    apex = have_apex_wgrad_kernel()
+    assert transformer_overrides(cfg_of(), have_te=True)["gradient_accumulation_fusion"] is apex
+    on = cfg_of(megatron={"gradient_accumulation_fusion": True})
+    assert transformer_overrides(on, have_te=True)["gradient_accumulation_fusion"] is True
     local = transformer_overrides(cfg_of(), have_te=True, te_layers=False)
     assert local["gradient_accumulation_fusion"] is False
     assert transformer_overrides(cfg_of(), have_te=False)["gradient_accumulation_fusion"] is False
@@ -426,6 +430,57 @@ def test_model_state_dict_keys_by_chunk() -> None:
     assert torch.equal(fresh[1].weight, two.weight) and torch.equal(fresh[0].bias, one.bias)
     with pytest.raises(RuntimeError, match="Missing key"):  # strict
         load_model_state([_Chunk(2, 2)], {"model": {"weight": one.weight}})
+
+
+_WRAPPED_KEYS = """
+import sys, torch, warnings
+warnings.filterwarnings("ignore")
+import torch.distributed as dist
+from megatron.core import parallel_state as ps
+from megatron.core.distributed import DistributedDataParallel
+from megatron.core.transformer import TransformerConfig
+from megatron.core.transformer.module import Float16Module, MegatronModule
+from vla_train.megatron_engine import load_model_state, model_sharded_state_dict
+
+dist.init_process_group("gloo", init_method="tcp://127.0.0.1:" + sys.argv[1], rank=0, world_size=1)
+ps.initialize_model_parallel()
+cfg = TransformerConfig(num_layers=1, hidden_size=8, num_attention_heads=1, bf16=True,
+                        params_dtype=torch.bfloat16)
+
+class Tiny(MegatronModule):
+    def __init__(self):
+        super().__init__(cfg)
+        self.proj = torch.nn.Linear(8, 8, bias=False)
+
+def wrapped():  # DDP(Float16Module(model)) as the engine holds it, without DDP's CUDA buffers
+    ddp = DistributedDataParallel.__new__(DistributedDataParallel)
+    MegatronModule.__init__(ddp, cfg)
+    ddp.module = Float16Module(cfg, Tiny())
+    return ddp
+
+a, b = wrapped(), wrapped()
+sd = model_sharded_state_dict([a])
+print(sorted(sd["model"]))
+load_model_state([b], {"model": a.module.module.state_dict()})
+assert torch.equal(a.module.module.proj.weight, b.module.module.proj.weight)
+"""
+
+
+@needs_megatron
+def test_model_state_keys_are_the_models_own_inside_ddp_and_float16_wrappers() -> None:
+    """megatron's DDP has no sharded_state_dict: the default one prefixed every key with
+    `module.`, and the engine's own resume then failed on the GPU (strict load)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    p = subprocess.run(
+        [sys.executable, "-c", _WRAPPED_KEYS, str(port)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.strip().splitlines()[-1] == "['proj.weight']"
 
 
 # ---- config rules and the engine's refusals ------------------------------------------------------

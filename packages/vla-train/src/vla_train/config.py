@@ -229,7 +229,8 @@ class MegatronSection(_Strict):
     gradient_accumulation_fusion: bool | None = Field(
         default=None,
         description="weight gradients accumulate straight into the FP32 main-grad buffer "
-        "(Transformer Engine layers); default: on with the TE spec, off with the local one",
+        "(Transformer Engine layers; megatron's output layer needs APEX's kernel too); "
+        "default: on with the TE spec where APEX's kernel imports",
     )
     moe_token_dispatcher: Literal["alltoall", "allgather"] = "alltoall"
     moe_grouped_gemm: bool = Field(default=True, description="grouped GEMM experts (TE spec)")

@@ -63,6 +63,13 @@ DIST_DIR = "dist"  # megatron dist_checkpointing folder inside step-N/
 # ---- pure helpers (no megatron, no CUDA: unit-tested on CPU) -----------------------------------
 
 
+def have_apex_wgrad_kernel() -> bool:
+    """APEX's `fused_weight_gradient_mlp_cuda` (weight-grad accumulation in megatron's layers)."""
+    import importlib.util
+
+    return importlib.util.find_spec("fused_weight_gradient_mlp_cuda") is not None
+
+
 def transformer_overrides(
     cfg: TrainConfig, *, have_te: bool, te_layers: bool | None = None
 ) -> dict[str, Any]:
@@ -70,8 +77,11 @@ def transformer_overrides(
     `te_layers`: the model uses the TE layer spec (default: `have_te`)."""
     p, f, m = cfg.parallel, cfg.fp8, cfg.megatron
     te_layers = have_te if te_layers is None else te_layers
+    # megatron's own output layer (ColumnParallelLinear) needs APEX's kernel for it as well
     grad_fusion = (
-        te_layers if m.gradient_accumulation_fusion is None else m.gradient_accumulation_fusion
+        te_layers and have_apex_wgrad_kernel()
+        if m.gradient_accumulation_fusion is None
+        else m.gradient_accumulation_fusion
     )
     bf16 = cfg.precision in ("auto", "bf16")
     kw: dict[str, Any] = dict(
@@ -820,21 +830,33 @@ class MegatronTrainer:
         return out[..., : self.mcfg.vocab_size].float()
 
 
+def unwrap_chunk(chunk: torch.nn.Module) -> torch.nn.Module:
+    """The model inside megatron's wrappers (DDP, FSDP, Float16Module). megatron's DDP has no
+    `sharded_state_dict` of its own: the default one would prefix every key with `module.`."""
+    try:
+        from megatron.core.utils import unwrap_model
+    except ImportError:  # unit tests with stand-in chunks
+        return chunk
+    return unwrap_model(chunk)
+
+
 def model_sharded_state_dict(chunks: list[torch.nn.Module]) -> dict[str, Any]:
     """megatron sharded state dict of the model chunks: `{"model": ...}` (or `model0`, `model1`
     ... with virtual pipeline stages). Keys inside are the GPTModel's own, whatever the wrappers
     (DDP, Float16Module) and the TP/PP layout, so dist_checkpointing can reshard on load."""
-    if len(chunks) == 1:
-        return {"model": chunks[0].sharded_state_dict()}
-    return {f"model{i}": c.sharded_state_dict() for i, c in enumerate(chunks)}
+    inner = [unwrap_chunk(c) for c in chunks]
+    if len(inner) == 1:
+        return {"model": inner[0].sharded_state_dict()}
+    return {f"model{i}": c.sharded_state_dict() for i, c in enumerate(inner)}
 
 
 def load_model_state(chunks: list[torch.nn.Module], loaded: dict[str, Any]) -> None:
     """Copy what `dist_checkpointing.load` returned into the chunks (strict)."""
-    if len(chunks) == 1:
-        chunks[0].load_state_dict(loaded["model"], strict=True)
+    inner = [unwrap_chunk(c) for c in chunks]
+    if len(inner) == 1:
+        inner[0].load_state_dict(loaded["model"], strict=True)
         return
-    for i, c in enumerate(chunks):
+    for i, c in enumerate(inner):
         c.load_state_dict(loaded[f"model{i}"], strict=True)
 
 
