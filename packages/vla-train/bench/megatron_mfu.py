@@ -33,6 +33,13 @@ PEAK = 989e12
 VARIANTS = {
     "bf16": {},
     "bf16-mb4": {"micro": 4},
+    # memory for larger micro-batches: selective recompute, BF16 Adam moments
+    "bf16-mb4-sel": {"micro": 4, "parallel": {"recompute_granularity": "selective"}},
+    "bf16-mb4-bf16adam": {"micro": 4, "parallel": {"adam_state_dtype": "bf16"}},
+    "bf16-mb8-sel-bf16adam": {
+        "micro": 8,
+        "parallel": {"recompute_granularity": "selective", "adam_state_dtype": "bf16"},
+    },
     # megatron's kernel fusions off (fused SwiGLU, weight-grad accumulation into main_grad)
     "bf16-unfused": {
         "megatron": {"bias_activation_fusion": False, "gradient_accumulation_fusion": False}
@@ -138,7 +145,7 @@ def run_ours(args, name: str) -> dict:
                 "schedule": {"train_steps": args.steps, "warmup_steps": 2},
                 "checkpoint": {"every": 10**6, "save_final": False},
                 "logging": {"tensorboard": False, "progress": False},
-                "parallel": {"use_distributed_optimizer": True},
+                "parallel": {"use_distributed_optimizer": True, **v.get("parallel", {})},
                 "fp8": v.get("fp8", {}),
                 "megatron": {"manual_gc_interval": 50, **v.get("megatron", {})},
             }

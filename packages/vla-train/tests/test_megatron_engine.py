@@ -20,6 +20,7 @@ import torch
 from vla_train.config import TrainConfig, TrainConfigError
 from vla_train.megatron_engine import (
     MegatronTrainer,
+    adam_state_options,
     block_causal_mask,
     check_layout,
     document_boundaries,
@@ -89,6 +90,16 @@ def test_overrides_default_layout() -> None:
     assert (kw["cross_entropy_loss_fusion"], kw["cross_entropy_fusion_impl"]) == (False, "native")
     kw = transformer_overrides(cfg_of(precision="fp32"), have_te=False)
     assert kw["pipeline_dtype"] is torch.float32
+
+
+def test_adam_state_dtype() -> None:
+    assert adam_state_options("fp32") == {}
+    bf16 = adam_state_options("bf16")
+    assert bf16["use_precision_aware_optimizer"] is True
+    assert bf16["exp_avg_dtype"] is bf16["exp_avg_sq_dtype"] is torch.bfloat16
+    assert cfg_of(parallel={"adam_state_dtype": "bf16"}).parallel.adam_state_dtype == "bf16"
+    with pytest.raises(TrainConfigError):
+        cfg_of(parallel={"adam_state_dtype": "fp16"})
 
 
 def test_overrides_kernel_fusions() -> None:

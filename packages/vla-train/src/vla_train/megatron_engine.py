@@ -63,6 +63,17 @@ DIST_DIR = "dist"  # megatron dist_checkpointing folder inside step-N/
 # ---- pure helpers (no megatron, no CUDA: unit-tested on CPU) -----------------------------------
 
 
+def adam_state_options(dtype: str) -> dict[str, Any]:
+    """`OptimizerConfig` fields for the Adam moments' dtype ("fp32" or "bf16")."""
+    if dtype == "fp32":
+        return {}
+    return dict(
+        use_precision_aware_optimizer=True,
+        exp_avg_dtype=torch.bfloat16,
+        exp_avg_sq_dtype=torch.bfloat16,
+    )
+
+
 def have_apex_wgrad_kernel() -> bool:
     """APEX's `fused_weight_gradient_mlp_cuda` (weight-grad accumulation in megatron's layers)."""
     import importlib.util
@@ -322,6 +333,11 @@ class MegatronTrainer:
         self.bf16 = cfg.precision in ("auto", "bf16")
         self.have_te = have_transformer_engine()
         self.spec = resolve_spec(cfg.megatron.spec)
+        if cfg.parallel.adam_state_dtype != "fp32" and not self.have_te:
+            raise TrainConfigError(
+                "parallel.adam_state_dtype = 'bf16' needs Transformer Engine (its FusedAdam); it "
+                "does not import here"
+            )
         if cfg.fp8.recipe != "none" and self.spec != "te":
             raise TrainConfigError(
                 "fp8 needs Transformer Engine (spec 'te'); it does not import here — see "
@@ -446,6 +462,7 @@ class MegatronTrainer:
             params_dtype=torch.bfloat16 if self.bf16 else torch.float32,
             use_distributed_optimizer=p.use_distributed_optimizer,
             overlap_param_gather=p.overlap_param_gather,
+            **adam_state_options(p.adam_state_dtype),
         )
         return get_megatron_optimizer(config, self.chunks)
 
