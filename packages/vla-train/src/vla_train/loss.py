@@ -6,8 +6,8 @@ import torch
 
 
 class _TokenCrossEntropy(torch.autograd.Function):
-    """Forward keeps the log-softmax; backward turns it into the gradient in place:
-    `(softmax - onehot(label)) * grad`. This skips the zero-filled one-hot of the stock
+    """Forward keeps the log-softmax; backward exponentiates it into one fresh tensor and
+    finishes the gradient `(softmax - onehot(label)) * grad` in place there. This skips the zero-filled one-hot of the stock
     NLL backward and the second pass of log-softmax's backward (one tensor of
     `[tokens, vocab]` written instead of three)."""
 

@@ -850,10 +850,8 @@ class MegatronTrainer:
 def unwrap_chunk(chunk: torch.nn.Module) -> torch.nn.Module:
     """The model inside megatron's wrappers (DDP, FSDP, Float16Module). megatron's DDP has no
     `sharded_state_dict` of its own: the default one would prefix every key with `module.`."""
-    try:
-        from megatron.core.utils import unwrap_model
-    except ImportError:  # unit tests with stand-in chunks
-        return chunk
+    from megatron.core.utils import unwrap_model
+
     return unwrap_model(chunk)
 
 
