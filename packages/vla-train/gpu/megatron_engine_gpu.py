@@ -143,7 +143,9 @@ def check_run(root: Path, cfg: Path, name: str, nproc: int = 1, fall: float = 1.
         "tokens_per_s_median": sorted(r["tokens_per_s"] for r in recs)[len(recs) // 2]
         if recs
         else None,
-        "max_memory_gib": max((r.get("max_memory_gib", 0) or 0) for r in recs) if recs else None,
+        "max_memory_allocated_mib": max((r.get("mem_allocated_mib") or 0) for r in recs)
+        if recs
+        else None,
     }
     moe = {k: v for k, v in (recs[-1] if recs else {}).items() if k.startswith("moe_")}
     if moe:
