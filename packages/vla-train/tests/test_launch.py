@@ -326,6 +326,13 @@ def test_plain_optimizer_is_not_sharded() -> None:
     assert any("use_distributed_optimizer" in w for w in plain["warnings"])
 
 
+def test_bf16_adam_moments_shrink_the_optimizer_state() -> None:
+    fp32 = make_plan(config(), 2, 8)["memory"]
+    bf16 = make_plan(config(**{"parallel": {"adam_state_dtype": "bf16"}}), 2, 8)["memory"]
+    assert bf16["bytes"]["optimizer"] == pytest.approx(fp32["bytes"]["optimizer"] * 8 / 12)
+    assert "6 + 8/DP" in bf16["model"] and "6 + 12/DP" in fp32["model"]
+
+
 # ---- scripts ---------------------------------------------------------------------------------
 
 

@@ -314,8 +314,11 @@ def memory_per_gpu(
     micro_batch: int = 1,
     sequence_parallel: bool = True,
     recompute: Recompute = "selective",
+    optimizer_bytes: float = DIST_OPT_SHARDED_BYTES,
 ) -> MemoryEstimate:
-    """Weights + grads + distributed-optimizer state + activations on the most loaded stage."""
+    """Weights + grads + distributed-optimizer state + activations on the most loaded stage.
+    `optimizer_bytes`: sharded state per parameter (12: FP32 master + FP32 Adam moments; 8 with
+    BF16 moments)."""
     layout.check(cfg)
     seq = seq or cfg.max_position_embeddings
     per_layer = activation_bytes_per_layer(
@@ -337,7 +340,7 @@ def memory_per_gpu(
             expert_params=expert,
             weights=2.0 * (dense + expert),
             grads=4.0 * (dense + expert),
-            optimizer=DIST_OPT_SHARDED_BYTES * (dense / layout.dp + expert / layout.expert_dp),
+            optimizer=optimizer_bytes * (dense / layout.dp + expert / layout.expert_dp),
             activations=acts,
         )
         if best is None or est.total > best.total:

@@ -198,6 +198,16 @@ class ParallelSection(_Strict):
         return self
 
     @property
+    def sizes(self) -> tuple[int, int, int, int]:
+        """(tensor, pipeline, expert, context) parallel sizes."""
+        return (
+            self.tensor_model_parallel_size,
+            self.pipeline_model_parallel_size,
+            self.expert_model_parallel_size,
+            self.context_parallel_size,
+        )
+
+    @property
     def model_parallel_size(self) -> int:
         return (
             self.tensor_model_parallel_size

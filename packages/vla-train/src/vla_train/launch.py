@@ -209,12 +209,7 @@ def make_plan(
         raise LaunchError(f"{source}: model: {e}".replace("\n", " ")) from None
 
     p = cfg.parallel
-    tp, pp, ep, cp = (
-        p.tensor_model_parallel_size,
-        p.pipeline_model_parallel_size,
-        p.expert_model_parallel_size,
-        p.context_parallel_size,
-    )
+    tp, pp, ep, cp = p.sizes
     vpp = p.virtual_pipeline_model_parallel_size
     etp = p.expert_tensor_parallel_size or tp
     seq, micro, gbs = cfg.seq_length, cfg.micro_batch_size, cfg.global_batch_size
@@ -261,7 +256,8 @@ def make_plan(
         tp=tp, pp=pp, dp=dp * cp, ep=ep, etp=p.expert_tensor_parallel_size if mcfg.moe else None
     )
     try:
-        mem = memory_per_gpu(mcfg, layout, seq // cp, micro, sp, recompute)
+        opt_bytes = 4 + (4 if p.adam_state_dtype == "bf16" else 8)  # FP32 master + moments
+        mem = memory_per_gpu(mcfg, layout, seq // cp, micro, sp, recompute, opt_bytes)
     except LayoutError as e:  # backstop: the checks above should have caught it
         raise LaunchError(f"{source}: parallel layout: {e}") from None
     params_here = mem.dense_params + mem.expert_params
@@ -271,10 +267,10 @@ def make_plan(
         )
         mem_model = "torch DDP: fp32 weights + grads + AdamW state (16 bytes/param), unsharded"
     elif not p.use_distributed_optimizer:
-        mem = replace(mem, optimizer=12.0 * params_here)
-        mem_model = "megatron, plain optimizer: 18 bytes/param (not sharded)"
+        mem = replace(mem, optimizer=opt_bytes * params_here)
+        mem_model = f"megatron, plain optimizer: {6 + opt_bytes} bytes/param (not sharded)"
     else:
-        mem_model = "megatron distributed optimizer: 6 + 12/DP bytes/param"
+        mem_model = f"megatron distributed optimizer: 6 + {opt_bytes}/DP bytes/param"
     budget = gpu_memory_gb * 1e9
     fraction = mem.total / budget
     memory = {

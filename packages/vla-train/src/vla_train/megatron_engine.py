@@ -191,12 +191,7 @@ def _split_problems(cfg: TrainConfig, mcfg: Any, world: int) -> list[str]:
     TP, megatron-core's SP rule for MoE with TP, SP with CP; options megatron cannot express.
     Each problem names its field."""
     p = cfg.parallel
-    tp, pp, ep, cp = (
-        p.tensor_model_parallel_size,
-        p.pipeline_model_parallel_size,
-        p.expert_model_parallel_size,
-        p.context_parallel_size,
-    )
+    tp, pp, ep, cp = p.sizes
     etp = p.expert_tensor_parallel_size or tp
     out = []
     if cfg.engine == "megatron" and (mcfg.extras.enabled or mcfg.moe is not None):
