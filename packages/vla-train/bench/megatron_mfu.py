@@ -31,11 +31,18 @@ from pathlib import Path
 
 PEAK = 989e12
 VARIANTS = {
+    # defaults: TE layers, precision-aware optimizer (FP32 master as BF16 + 16-bit remainder,
+    # FP32 moments), TE's fused weight-gradient accumulation, fused SwiGLU, TE cross entropy
     "bf16": {},
     "bf16-mb4": {"micro": 4},
-    # 4 micro-batches per optimizer step: separates the per-step cost (optimizer, grad norm,
-    # step bookkeeping) from the per-micro-batch cost; not the anchor's one step per batch
+    # the optimizer and fusions as before 2026-12-08 (for the comparison)
+    "bf16-plainopt": {"parallel": {"precision_aware_optimizer": False}},
+    "bf16-nowgradfuse": {"megatron": {"gradient_accumulation_fusion": False}},
+    # several micro-batches per optimizer step: separates the per-step cost (optimizer, grad
+    # norm, step bookkeeping) from the per-micro-batch cost; a cluster amortises the per-step
+    # cost by sharding the optimizer over data parallel instead
     "bf16-accum4": {"global": 8},
+    "bf16-mb4-accum4": {"micro": 4, "global": 16},
     # memory for larger micro-batches: selective recompute, BF16 Adam moments
     "bf16-mb4-sel": {"micro": 4, "parallel": {"recompute_granularity": "selective"}},
     "bf16-mb4-bf16adam": {"micro": 4, "parallel": {"adam_state_dtype": "bf16"}},
@@ -48,8 +55,40 @@ VARIANTS = {
         "megatron": {"bias_activation_fusion": False, "gradient_accumulation_fusion": False}
     },
     "fp8-delayed": {"fp8": {"recipe": "delayed"}},
+    "fp8-delayed-mb4": {"micro": 4, "fp8": {"recipe": "delayed"}},
     "fp8-current": {"fp8": {"recipe": "current"}},
 }
+ANCHORS = {"anchor": 1, "anchor-accum4": 4}  # micro-batches per optimizer step
+
+
+def kernel_table(prof, steps: int, top: int = 25) -> dict:
+    """Per-step GPU time by kernel from a torch.profiler run over `steps` steps: the `top`
+    kernels and a sum by kind (GEMM, attention, optimizer, ...)."""
+    kinds = {
+        "gemm": ("gemm", "nvjet", "xmma", "cutlass", "cublas"),
+        "attention": ("flash", "fmha", "attn", "cudnn"),
+        "optimizer": ("adam", "multi_tensor", "l2norm", "scale"),
+        "cross_entropy": ("cross_entropy", "softmax", "logsumexp"),
+        "copy_or_cast": ("copy", "cast", "transpose", "fill", "memset", "memcpy"),
+    }
+    rows, by_kind = [], {k: 0.0 for k in [*kinds, "other"]}
+    for e in prof.key_averages():
+        t = getattr(e, "self_device_time_total", None)
+        if t is None:
+            t = getattr(e, "self_cuda_time_total", 0.0)
+        if not t or e.key.startswith("ProfilerStep"):
+            continue
+        ms = t / 1e3 / steps
+        name = e.key.lower()
+        kind = next((k for k, keys in kinds.items() if any(x in name for x in keys)), "other")
+        by_kind[kind] += ms
+        rows.append({"kernel": e.key[:120], "ms_per_step": round(ms, 3), "calls": e.count // steps})
+    rows.sort(key=lambda r: -r["ms_per_step"])
+    return {
+        "gpu_ms_per_step": round(sum(by_kind.values()), 2),
+        "by_kind_ms": {k: round(v, 2) for k, v in by_kind.items()},
+        "top": rows[:top],
+    }
 
 
 def anchor_flops_per_token(layers: int, hidden: int, seq: int, params: int, emb: int) -> float:
@@ -75,14 +114,16 @@ def write_random_shards(folder: Path, vocab: int, tokens: int, seed: int = 0) ->
     return eod
 
 
-def run_anchor(args) -> dict:
-    """transformers Qwen3ForCausalLM, bf16, SDPA, fused AdamW, torch.compile (the anchor)."""
+def run_anchor(args, name: str) -> dict:
+    """transformers Qwen3ForCausalLM, bf16, SDPA, fused AdamW, torch.compile (the anchor);
+    `anchor-accum4`: four micro-batches per optimizer step."""
     import torch
     from transformers import Qwen3ForCausalLM
 
     from vla_model import resolve_config
     from vla_model.hf import to_hf_config
 
+    accum = ANCHORS[name]
     mcfg = resolve_config("vla-1b-dense")
     torch.manual_seed(0)
     hf_cfg = to_hf_config(mcfg)
@@ -96,22 +137,29 @@ def run_anchor(args) -> dict:
     step_fn = torch.compile(model) if args.compile else model
     mb, seq = args.micro, args.seq
     ids = torch.randint(0, mcfg.vocab_size, (mb, seq), device="cuda")
+
+    def step():
+        for _ in range(accum):
+            loss = step_fn(input_ids=ids, labels=ids).loss
+            (loss / accum).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss
+
     times = []
     for _ in range(args.steps):
         torch.cuda.synchronize()
         t = time.perf_counter()
-        loss = step_fn(input_ids=ids, labels=ids).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        loss = step()
         torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
     dt = statistics.median(times[args.skip :])
-    tps = mb * seq / dt
+    tps = accum * mb * seq / dt
     f = anchor_flops_per_token(mcfg.num_layers, mcfg.hidden_size, seq, params, emb)
-    return {
-        "variant": "anchor",
-        "what": f"transformers Qwen3ForCausalLM bf16 SDPA fused AdamW compile={args.compile}",
+    out = {
+        "variant": name,
+        "what": f"transformers Qwen3ForCausalLM bf16 SDPA fused AdamW compile={args.compile}, "
+        f"micro {mb}, {accum} micro-batch(es) per step",
         "params": params,
         "tokens_per_s": tps,
         "mfu": tps * f / PEAK,
@@ -119,6 +167,24 @@ def run_anchor(args) -> dict:
         "max_memory_gib": torch.cuda.max_memory_allocated() / 2**30,
         "loss_last": float(loss),
     }
+    if name in args.profile:
+        out["profile"] = profile_steps(lambda n: [step() for _ in range(n)])
+    return out
+
+
+def profile_steps(run_steps, steps: int = 2) -> dict:
+    """GPU kernel time per step over `steps` steps run by `run_steps(steps)`."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        run_steps(steps)
+        torch.cuda.synchronize()
+    table = kernel_table(prof, steps)
+    table["wall_ms_per_step_profiled"] = round((time.perf_counter() - t) * 1e3 / steps, 2)
+    return table
 
 
 def run_ours(args, name: str) -> dict:
@@ -146,7 +212,7 @@ def run_ours(args, name: str) -> dict:
                 "model": {"preset": "vla-1b-dense"},
                 "data": {"shards": str(tmp), "eod_id": eod, "document_mask": False},
                 "optimizer": {"lr": 1e-4, "min_lr": 1e-5},
-                "schedule": {"train_steps": args.steps, "warmup_steps": 2},
+                "schedule": {"train_steps": args.steps + 2, "warmup_steps": 2},
                 "checkpoint": {"every": 10**6, "save_final": False},
                 "logging": {"tensorboard": False, "progress": False},
                 "parallel": {"use_distributed_optimizer": True, **v.get("parallel", {})},
@@ -155,8 +221,12 @@ def run_ours(args, name: str) -> dict:
             }
         )
         trainer = MegatronTrainer(cfg, resume=False)
-        trainer.train()
+        trainer.train(stop_after=args.steps)
+        profiled = None
+        if name in args.profile:  # two more steps under the profiler, outside the timing
+            profiled = profile_steps(lambda n: trainer.train(stop_after=n))
         recs = [json.loads(line) for line in (cfg.out_dir / "metrics.jsonl").open()]
+        recs = recs[: args.steps]
     dt = statistics.median(r["step_time_s"] for r in recs[args.skip :])
     tps = batch * args.seq / dt
     counts = count_parameters(mcfg)
@@ -175,6 +245,9 @@ def run_ours(args, name: str) -> dict:
         "max_memory_gib": torch.cuda.max_memory_allocated() / 2**30,
         "loss_first": recs[0]["loss"],
         "loss_last": recs[-1]["loss"],
+        "precision_aware_optimizer": trainer.precision_aware,
+        "te_wgrad_fused_layers": trainer.te_wgrad_fused_layers,
+        **({"profile": profiled} if profiled else {}),
     }
 
 
@@ -187,11 +260,16 @@ def main() -> None:
     ap.add_argument("--micro", type=int, default=2)
     ap.add_argument("--no-compile", dest="compile", action="store_false")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument(
+        "--profile", default="", help="variants to profile (2 extra steps, kernel table)"
+    )
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # child: run one variant
     args = ap.parse_args()
 
     if args.one:
-        res = run_anchor(args) if args.one == "anchor" else run_ours(args, args.one)
+        args.profile = set(filter(None, args.profile.split(",")))
+        one = args.one
+        res = run_anchor(args, one) if one in ANCHORS else run_ours(args, one)
         print("RESULT " + json.dumps(res), flush=True)
         return
 
@@ -203,6 +281,8 @@ def main() -> None:
         cmd += ["--skip", str(args.skip), "--seq", str(args.seq), "--micro", str(args.micro)]
         if not args.compile:
             cmd.append("--no-compile")
+        if args.profile:
+            cmd += ["--profile", args.profile]
         t = time.perf_counter()
         p = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
         lines = [x for x in p.stdout.splitlines() if x.startswith("RESULT ")]
@@ -218,10 +298,13 @@ def main() -> None:
     if "anchor" in by:
         for r in results:
             ratios[f"{r['variant']}_vs_anchor"] = r["tokens_per_s"] / by["anchor"]["tokens_per_s"]
-    if "bf16" in by:
-        for k in ("fp8-delayed", "fp8-current"):
-            if k in by:
-                ratios[f"{k}_vs_bf16"] = by[k]["tokens_per_s"] / by["bf16"]["tokens_per_s"]
+    for fp8, bf16 in (
+        ("fp8-delayed", "bf16"),
+        ("fp8-current", "bf16"),
+        ("fp8-delayed-mb4", "bf16-mb4"),
+    ):
+        if fp8 in by and bf16 in by:
+            ratios[f"{fp8}_vs_{bf16}"] = by[fp8]["tokens_per_s"] / by[bf16]["tokens_per_s"]
     out = {
         "bench": "megatron_mfu",
         "date": datetime.date.today().isoformat(),

@@ -20,15 +20,17 @@ import torch
 from vla_train.config import TrainConfig, TrainConfigError
 from vla_train.megatron_engine import (
     MegatronTrainer,
-    adam_state_options,
     block_causal_mask,
     check_layout,
     document_boundaries,
+    fuse_te_wgrad_accumulation,
     have_apex_wgrad_kernel,
     load_model_state,
     loss_terms,
     model_sharded_state_dict,
+    optimizer_precision_options,
     transformer_overrides,
+    wants_te_only_wgrad_fusion,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -92,14 +94,53 @@ def test_overrides_default_layout() -> None:
     assert kw["pipeline_dtype"] is torch.float32
 
 
-def test_adam_state_dtype() -> None:
-    assert adam_state_options("fp32") == {}
-    bf16 = adam_state_options("bf16")
-    assert bf16["use_precision_aware_optimizer"] is True
+def test_optimizer_precision_options() -> None:
+    assert optimizer_precision_options("fp32", precision_aware=False, bf16=True) == {}
+    fp32 = optimizer_precision_options("fp32", precision_aware=True, bf16=True)
+    assert fp32["use_precision_aware_optimizer"] is True
+    assert fp32["main_params_dtype"] is fp32["exp_avg_dtype"] is torch.float32
+    assert fp32["store_param_remainders"] is True  # FP32 master = BF16 param + 16-bit remainder
+    bf16 = optimizer_precision_options("bf16", precision_aware=True, bf16=True)
     assert bf16["exp_avg_dtype"] is bf16["exp_avg_sq_dtype"] is torch.bfloat16
-    assert cfg_of(parallel={"adam_state_dtype": "bf16"}).parallel.adam_state_dtype == "bf16"
+    assert not optimizer_precision_options("fp32", precision_aware=True, bf16=False)[
+        "store_param_remainders"
+    ]
+
+
+def test_precision_aware_optimizer_default_and_rules() -> None:
+    p = cfg_of().parallel
+    assert p.uses_precision_aware_optimizer(bf16=True, have_te=True)
+    assert not p.uses_precision_aware_optimizer(bf16=True, have_te=False)
+    assert not p.uses_precision_aware_optimizer(bf16=False, have_te=True)
+    assert p.optimizer_bytes_per_param(bf16=True, precision_aware=True) == 10
+    assert p.optimizer_bytes_per_param(bf16=True, precision_aware=False) == 12
+    off = cfg_of(parallel={"precision_aware_optimizer": False}).parallel
+    assert not off.uses_precision_aware_optimizer(bf16=True, have_te=True)
+    bf16 = cfg_of(parallel={"adam_state_dtype": "bf16"}).parallel
+    assert bf16.uses_precision_aware_optimizer(bf16=True, have_te=False)  # the engine refuses
+    assert bf16.optimizer_bytes_per_param(bf16=True, precision_aware=True) == 6
     with pytest.raises(TrainConfigError):
         cfg_of(parallel={"adam_state_dtype": "fp16"})
+    with pytest.raises(TrainConfigError, match="precision_aware_optimizer"):
+        cfg_of(parallel={"adam_state_dtype": "bf16", "precision_aware_optimizer": False})
+    with pytest.raises(TrainConfigError, match="use_distributed_optimizer"):
+        cfg_of(parallel={"precision_aware_optimizer": True, "use_distributed_optimizer": False})
+
+
+def test_te_layers_get_fused_wgrad_accumulation_without_apex() -> None:
+    class FakeTELinear(torch.nn.Linear):  # TE's modules carry this flag; megatron's do not
+        fuse_wgrad_accumulation = False
+
+    model = torch.nn.Sequential(FakeTELinear(2, 2), torch.nn.Linear(2, 2), FakeTELinear(2, 2))
+    assert fuse_te_wgrad_accumulation(model) == 2
+    assert model[0].fuse_wgrad_accumulation and model[2].fuse_wgrad_accumulation
+    assert not hasattr(model[1], "fuse_wgrad_accumulation")
+    assert fuse_te_wgrad_accumulation(model) == 0  # already on
+    apex = have_apex_wgrad_kernel()
+    assert wants_te_only_wgrad_fusion(cfg_of(), te_layers=True) is not apex
+    assert not wants_te_only_wgrad_fusion(cfg_of(), te_layers=False)
+    off = cfg_of(megatron={"gradient_accumulation_fusion": False})
+    assert not wants_te_only_wgrad_fusion(off, te_layers=True)
 
 
 def test_overrides_kernel_fusions() -> None:

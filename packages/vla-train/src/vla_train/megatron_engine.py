@@ -63,14 +63,21 @@ DIST_DIR = "dist"  # megatron dist_checkpointing folder inside step-N/
 # ---- pure helpers (no megatron, no CUDA: unit-tested on CPU) -----------------------------------
 
 
-def adam_state_options(dtype: str) -> dict[str, Any]:
-    """`OptimizerConfig` fields for the Adam moments' dtype ("fp32" or "bf16")."""
-    if dtype == "fp32":
+def optimizer_precision_options(
+    adam_state_dtype: str, *, precision_aware: bool, bf16: bool
+) -> dict[str, Any]:
+    """`OptimizerConfig` fields for megatron's precision-aware optimizer (TE's FusedAdam keeps
+    the FP32 master weights, as BF16 param + 16-bit remainder when the params are BF16) and the
+    Adam moments' dtype."""
+    if not precision_aware:
         return {}
+    moments = torch.bfloat16 if adam_state_dtype == "bf16" else torch.float32
     return dict(
         use_precision_aware_optimizer=True,
-        exp_avg_dtype=torch.bfloat16,
-        exp_avg_sq_dtype=torch.bfloat16,
+        main_params_dtype=torch.float32,
+        exp_avg_dtype=moments,
+        exp_avg_sq_dtype=moments,
+        store_param_remainders=bf16,
     )
 
 
@@ -88,7 +95,8 @@ def transformer_overrides(
     `te_layers`: the model uses the TE layer spec (default: `have_te`)."""
     p, f, m = cfg.parallel, cfg.fp8, cfg.megatron
     te_layers = have_te if te_layers is None else te_layers
-    # megatron's own output layer (ColumnParallelLinear) needs APEX's kernel for it as well
+    # megatron's own output layer (ColumnParallelLinear) needs APEX's kernel; without APEX the
+    # TE layers get TE's own fused accumulation after construction (`fuse_te_wgrad_accumulation`)
     grad_fusion = (
         te_layers and have_apex_wgrad_kernel()
         if m.gradient_accumulation_fusion is None
@@ -129,6 +137,26 @@ def transformer_overrides(
             num_layers_at_end_in_bf16=f.num_layers_at_end_in_bf16,
         )
     return kw
+
+
+def wants_te_only_wgrad_fusion(cfg: TrainConfig, *, te_layers: bool) -> bool:
+    """Weight-gradient accumulation fused in the TE layers only: the TE spec, the option not
+    switched off, and megatron's config fusion off (no APEX for the output layer)."""
+    m = cfg.megatron
+    return te_layers and m.gradient_accumulation_fusion is None and not have_apex_wgrad_kernel()
+
+
+def fuse_te_wgrad_accumulation(model: torch.nn.Module) -> int:
+    """Let every Transformer Engine layer in `model` accumulate its weight gradient straight
+    into the FP32 `main_grad` buffer (TE's own GEMM epilogue, no APEX), as megatron does for the
+    whole model when `gradient_accumulation_fusion` is set; returns how many layers changed.
+    The model must be wrapped by megatron's DDP (which gives every parameter its `main_grad`)."""
+    n = 0
+    for mod in model.modules():  # TE modules are the ones with this flag (megatron's own layers
+        if getattr(mod, "fuse_wgrad_accumulation", None) is False:  # call it differently)
+            mod.fuse_wgrad_accumulation = True
+            n += 1
+    return n
 
 
 def check_layout(cfg: TrainConfig, world: int) -> int:
@@ -328,10 +356,13 @@ class MegatronTrainer:
         self.bf16 = cfg.precision in ("auto", "bf16")
         self.have_te = have_transformer_engine()
         self.spec = resolve_spec(cfg.megatron.spec)
-        if cfg.parallel.adam_state_dtype != "fp32" and not self.have_te:
+        self.precision_aware = cfg.parallel.uses_precision_aware_optimizer(
+            bf16=self.bf16, have_te=self.have_te
+        )
+        if self.precision_aware and not self.have_te:
             raise TrainConfigError(
-                "parallel.adam_state_dtype = 'bf16' needs Transformer Engine (its FusedAdam); it "
-                "does not import here"
+                "parallel.precision_aware_optimizer / adam_state_dtype = 'bf16' need Transformer "
+                "Engine (its FusedAdam); it does not import here"
             )
         if cfg.fp8.recipe != "none" and self.spec != "te":
             raise TrainConfigError(
@@ -438,6 +469,9 @@ class MegatronTrainer:
         ]
         for w in wrapped:
             w.broadcast_params()
+        self.te_wgrad_fused_layers = 0
+        if wants_te_only_wgrad_fusion(cfg, te_layers=self.spec == "te"):
+            self.te_wgrad_fused_layers = sum(fuse_te_wgrad_accumulation(w) for w in wrapped)
         return wrapped
 
     def _build_optimizer(self):
@@ -457,7 +491,9 @@ class MegatronTrainer:
             params_dtype=torch.bfloat16 if self.bf16 else torch.float32,
             use_distributed_optimizer=p.use_distributed_optimizer,
             overlap_param_gather=p.overlap_param_gather,
-            **adam_state_options(p.adam_state_dtype),
+            **optimizer_precision_options(
+                p.adam_state_dtype, precision_aware=self.precision_aware, bf16=self.bf16
+            ),
         )
         return get_megatron_optimizer(config, self.chunks)
 
