@@ -302,7 +302,6 @@ def test_plan_matches_accounting(preset, p, nodes, micro, gbs) -> None:
         micro,
         p.get("sp", False) and tp > 1,
         "selective",
-        optimizer_bytes=10,  # precision-aware optimizer (the default with TE): 2 + 8
     )
     assert plan["memory"]["bytes"]["total"] == pytest.approx(mem.total)
     assert plan["memory"]["total_gb"] == pytest.approx(mem.total / 1e9, abs=0.01)
@@ -328,15 +327,15 @@ def test_plain_optimizer_is_not_sharded() -> None:
 
 
 def test_optimizer_state_bytes_follow_the_precision_options() -> None:
-    # default on the cluster (TE): precision-aware, FP32 master as 16-bit remainders: 2 + 8
-    aware = make_plan(config(), 2, 8)["memory"]
-    plain = make_plan(config(**{"parallel": {"precision_aware_optimizer": False}}), 2, 8)
+    plain = make_plan(config(), 2, 8)["memory"]  # FP32 master + FP32 moments: 4 + 8
+    aware = make_plan(config(**{"parallel": {"precision_aware_optimizer": True}}), 2, 8)
     bf16 = make_plan(config(**{"parallel": {"adam_state_dtype": "bf16"}}), 2, 8)["memory"]
-    full = plain["memory"]["bytes"]["optimizer"]
-    assert aware["bytes"]["optimizer"] == pytest.approx(full * 10 / 12)
+    full = plain["bytes"]["optimizer"]
+    # precision-aware: FP32 master as 16-bit remainders of the BF16 params (2 + 8; BF16: 2 + 4)
+    assert aware["memory"]["bytes"]["optimizer"] == pytest.approx(full * 10 / 12)
     assert bf16["bytes"]["optimizer"] == pytest.approx(full * 6 / 12)
-    assert "6 + 10/DP" in aware["model"] and "6 + 6/DP" in bf16["model"]
-    assert "6 + 12/DP" in plain["memory"]["model"]
+    assert "6 + 10/DP" in aware["memory"]["model"] and "6 + 6/DP" in bf16["model"]
+    assert "6 + 12/DP" in plain["model"]
 
 
 # ---- scripts ---------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from vla_train.megatron_engine import (
     document_boundaries,
     fuse_te_wgrad_accumulation,
     have_apex_wgrad_kernel,
+    hide_padding_flags,
     load_model_state,
     loss_terms,
     model_sharded_state_dict,
@@ -107,24 +108,22 @@ def test_optimizer_precision_options() -> None:
     ]
 
 
-def test_precision_aware_optimizer_default_and_rules() -> None:
+def test_precision_aware_optimizer_rules() -> None:
     p = cfg_of().parallel
-    assert p.uses_precision_aware_optimizer(bf16=True, have_te=True)
-    assert not p.uses_precision_aware_optimizer(bf16=True, have_te=False)
-    assert not p.uses_precision_aware_optimizer(bf16=False, have_te=True)
-    assert p.optimizer_bytes_per_param(bf16=True, precision_aware=True) == 10
+    assert not p.uses_precision_aware_optimizer  # off by default
     assert p.optimizer_bytes_per_param(bf16=True, precision_aware=False) == 12
-    off = cfg_of(parallel={"precision_aware_optimizer": False}).parallel
-    assert not off.uses_precision_aware_optimizer(bf16=True, have_te=True)
+    on = cfg_of(parallel={"precision_aware_optimizer": True}).parallel
+    assert on.uses_precision_aware_optimizer
+    assert on.optimizer_bytes_per_param(bf16=True, precision_aware=True) == 10
+    assert on.optimizer_bytes_per_param(bf16=False, precision_aware=True) == 12  # no remainders
     bf16 = cfg_of(parallel={"adam_state_dtype": "bf16"}).parallel
-    assert bf16.uses_precision_aware_optimizer(bf16=True, have_te=False)  # the engine refuses
+    assert bf16.uses_precision_aware_optimizer  # BF16 moments need it
     assert bf16.optimizer_bytes_per_param(bf16=True, precision_aware=True) == 6
     with pytest.raises(TrainConfigError):
         cfg_of(parallel={"adam_state_dtype": "fp16"})
-    with pytest.raises(TrainConfigError, match="precision_aware_optimizer"):
-        cfg_of(parallel={"adam_state_dtype": "bf16", "precision_aware_optimizer": False})
-    with pytest.raises(TrainConfigError, match="use_distributed_optimizer"):
-        cfg_of(parallel={"precision_aware_optimizer": True, "use_distributed_optimizer": False})
+    for bad in ({"precision_aware_optimizer": True}, {"adam_state_dtype": "bf16"}):
+        with pytest.raises(TrainConfigError, match="use_distributed_optimizer"):
+            cfg_of(parallel={**bad, "use_distributed_optimizer": False})
 
 
 def test_te_layers_get_fused_wgrad_accumulation_without_apex() -> None:
@@ -199,6 +198,27 @@ def test_overrides_recompute() -> None:
     assert (full["recompute_method"], full["recompute_num_layers"]) == ("uniform", 1)
 
 
+def test_overrides_cuda_graphs() -> None:
+    assert "cuda_graph_impl" not in transformer_overrides(cfg_of(), have_te=True)
+    on = cfg_of(megatron={"cuda_graph_impl": "local", "cuda_graph_warmup_steps": 2})
+    kw = transformer_overrides(on, have_te=True)
+    assert (kw["cuda_graph_impl"], kw["cuda_graph_warmup_steps"]) == ("local", 2)
+    fixed = cfg_of(
+        megatron={"cuda_graph_impl": "local"},
+        data={"shards": "data/tokens", "document_mask": False},
+        global_batch_size=16,
+    )
+    assert check_layout(fixed, 8) == 8
+    bad = cfg_of(
+        megatron={"cuda_graph_impl": "local"},
+        parallel={"recompute_granularity": "full"},
+        global_batch_size=16,
+    )
+    with pytest.raises(TrainConfigError) as e:
+        check_layout(bad, 8)
+    assert "fixed shapes" in str(e.value) and "full recompute" in str(e.value)
+
+
 def _config_fields() -> set[str]:
     """Field names of megatron-core's TransformerConfig (and its ModelParallelConfig base),
     read from the source without importing megatron (a 20 s import on a small CPU)."""
@@ -225,6 +245,7 @@ def test_override_names_are_transformer_config_fields() -> None:
     cfg = cfg_of(
         parallel={"recompute_granularity": "full", "tensor_model_parallel_size": 2},
         fp8={"recipe": "current", "first_last_layers_bf16": True},
+        megatron={"cuda_graph_impl": "local"},
     )
     for have_te in (False, True):
         assert sorted(set(transformer_overrides(cfg, have_te=have_te)) - fields) == []
@@ -519,6 +540,19 @@ assert torch.equal(a.module.module.proj.weight, b.module.module.proj.weight)
 
 
 @needs_megatron
+def test_dp_reshardable_padding_flags_are_hidden_from_iteration() -> None:
+    # megatron-core 0.16.1 iterates an entry's items() into TE's FusedAdam.set_scaled_state
+    exp = torch.ones(3)
+    entry = {"param": torch.zeros(3), "exp_avg": exp, "exp_avg_sq": exp, "padding": False}
+    state = {"param_state": {0: {torch.float32: [[entry, {"padding": True}]]}}, "step": 7}
+    out = hide_padding_flags(state)
+    kept, pad = out["param_state"][0][torch.float32][0]
+    assert [k for k, _ in kept.items()] == ["param", "exp_avg", "exp_avg_sq"]
+    assert kept["padding"] is False and pad["padding"] is True  # the load still filters by it
+    assert kept["exp_avg"] is exp and out["step"] == 7  # no copies
+    assert [k for k, _ in entry.items()][-1] == "padding"  # the input is left as it was
+
+
 def test_model_state_keys_are_the_models_own_inside_ddp_and_float16_wrappers() -> None:
     """megatron's DDP has no sharded_state_dict: the default one prefixed every key with
     `module.`, and the engine's own resume then failed on the GPU (strict load)."""

@@ -183,12 +183,11 @@ class ParallelSection(_Strict):
         description="Adam moments in BF16 (needs the precision-aware optimizer): "
         "16 -> 12 bytes per parameter",
     )
-    precision_aware_optimizer: bool | None = Field(
-        default=None,
-        description="megatron's precision-aware optimizer: TE's FusedAdam keeps the FP32 master "
-        "weights as 16-bit remainders of the BF16 params (bit-exact FP32) and writes the BF16 "
-        "params in the same kernel (18 -> 16 bytes per parameter, one pass less); default: on "
-        "with Transformer Engine, BF16 and the distributed optimizer",
+    precision_aware_optimizer: bool = Field(
+        default=False,
+        description="megatron's precision-aware optimizer (needs TE): TE's FusedAdam keeps the "
+        "FP32 master weights as 16-bit remainders of the BF16 params (bit-exact FP32) and "
+        "writes the BF16 params in the same kernel: 18 -> 16 bytes per parameter",
     )
     recompute_granularity: Literal["none", "selective", "full"] = "none"
 
@@ -204,21 +203,14 @@ class ParallelSection(_Strict):
             raise ValueError("parallel.overlap_param_gather needs use_distributed_optimizer")
         if self.precision_aware_optimizer and not self.use_distributed_optimizer:
             raise ValueError("parallel.precision_aware_optimizer needs use_distributed_optimizer")
-        if self.adam_state_dtype == "bf16" and self.precision_aware_optimizer is False:
-            raise ValueError(
-                "parallel.adam_state_dtype = 'bf16' needs precision_aware_optimizer (not false)"
-            )
         if self.adam_state_dtype == "bf16" and not self.use_distributed_optimizer:
             raise ValueError("parallel.adam_state_dtype = 'bf16' needs use_distributed_optimizer")
         return self
 
-    def uses_precision_aware_optimizer(self, *, bf16: bool, have_te: bool) -> bool:
-        """Whether the run uses megatron's precision-aware optimizer (see the field)."""
-        if self.adam_state_dtype == "bf16":
-            return True
-        if self.precision_aware_optimizer is not None:
-            return self.precision_aware_optimizer
-        return have_te and bf16 and self.use_distributed_optimizer
+    @property
+    def uses_precision_aware_optimizer(self) -> bool:
+        """Whether the run uses megatron's precision-aware optimizer (BF16 moments need it)."""
+        return self.precision_aware_optimizer or self.adam_state_dtype == "bf16"
 
     def optimizer_bytes_per_param(self, *, bf16: bool, precision_aware: bool) -> int:
         """Optimizer state per parameter (sharded over data parallel by the distributed
@@ -276,6 +268,14 @@ class MegatronSection(_Strict):
         "default: on with the TE spec (TE's kernel in the TE layers; megatron's output layer "
         "too where APEX's kernel imports). true forces megatron's flag (needs APEX)",
     )
+    cuda_graph_impl: Literal["none", "local"] = Field(
+        default="none",
+        description="local: megatron-core's per-layer CUDA graphs (captured after "
+        "cuda_graph_warmup_steps calls): the layers replay without per-kernel CPU launch cost, "
+        "which leaves the GPU idle at small micro-batches. Needs fixed shapes (no THD document "
+        "masking) and no full recompute",
+    )
+    cuda_graph_warmup_steps: int = Field(default=3, ge=1)
     moe_token_dispatcher: Literal["alltoall", "allgather"] = "alltoall"
     moe_grouped_gemm: bool = Field(default=True, description="grouped GEMM experts (TE spec)")
     manual_gc_interval: int = Field(

@@ -256,10 +256,10 @@ def make_plan(
         tp=tp, pp=pp, dp=dp * cp, ep=ep, etp=p.expert_tensor_parallel_size if mcfg.moe else None
     )
     try:
-        # the cluster has Transformer Engine: the precision-aware optimizer's default is on
-        bf16 = cfg.precision in ("auto", "bf16")
-        aware = p.uses_precision_aware_optimizer(bf16=bf16, have_te=True)
-        opt_bytes = p.optimizer_bytes_per_param(bf16=bf16, precision_aware=aware)
+        opt_bytes = p.optimizer_bytes_per_param(
+            bf16=cfg.precision in ("auto", "bf16"),
+            precision_aware=p.uses_precision_aware_optimizer,
+        )
         mem = memory_per_gpu(mcfg, layout, seq // cp, micro, sp, recompute, opt_bytes)
     except LayoutError as e:  # backstop: the checks above should have caught it
         raise LaunchError(f"{source}: parallel layout: {e}") from None

@@ -122,6 +122,10 @@ def transformer_overrides(
         gradient_accumulation_fusion=grad_fusion,
         deterministic_mode=False,
     )
+    if m.cuda_graph_impl != "none":
+        kw.update(
+            cuda_graph_impl=m.cuda_graph_impl, cuda_graph_warmup_steps=m.cuda_graph_warmup_steps
+        )
     if p.recompute_granularity != "none":
         kw["recompute_granularity"] = p.recompute_granularity
         if p.recompute_granularity == "full":
@@ -208,6 +212,14 @@ def check_layout(cfg: TrainConfig, world: int) -> int:
         problems.append(
             "interleaved pipelining needs micro-batches per step divisible by the pipeline size"
         )
+    if cfg.megatron.cuda_graph_impl != "none":
+        if cfg.data.document_mask and cfg.data.reset_position_ids:
+            problems.append(
+                "megatron.cuda_graph_impl needs fixed shapes: data.document_mask packs documents "
+                "into variable-length sequences (set document_mask = false)"
+            )
+        if p.recompute_granularity == "full":
+            problems.append("megatron.cuda_graph_impl does not work with full recompute")
     problems += _split_problems(cfg, mcfg, world)
     if problems:
         raise TrainConfigError("megatron layout: " + "; ".join(problems))
@@ -356,9 +368,7 @@ class MegatronTrainer:
         self.bf16 = cfg.precision in ("auto", "bf16")
         self.have_te = have_transformer_engine()
         self.spec = resolve_spec(cfg.megatron.spec)
-        self.precision_aware = cfg.parallel.uses_precision_aware_optimizer(
-            bf16=self.bf16, have_te=self.have_te
-        )
+        self.precision_aware = cfg.parallel.uses_precision_aware_optimizer
         if self.precision_aware and not self.have_te:
             raise TrainConfigError(
                 "parallel.precision_aware_optimizer / adam_state_dtype = 'bf16' need Transformer "
@@ -775,7 +785,7 @@ class MegatronTrainer:
         loaded = dist_checkpointing.load(sd, str(path / DIST_DIR))
         load_model_state(self.chunks, loaded)
         if optimizer:
-            self.optimizer.load_state_dict(loaded["optimizer"])
+            self.optimizer.load_state_dict(hide_padding_flags(loaded["optimizer"]))
         rng = path / f"rng-rank{self.rank}.safetensors"
         if m.world_size == self.world and rng.is_file():
             from megatron.core.tensor_parallel.random import get_cuda_rng_tracker
@@ -876,6 +886,28 @@ class MegatronTrainer:
         if self.cfg.parallel.tensor_model_parallel_size > 1:
             out = gather_from_tensor_model_parallel_region(out)
         return out[..., : self.mcfg.vocab_size].float()
+
+
+class _PaddingFlagHidden(dict):
+    """A dp_reshardable optimizer-state entry whose `padding` flag stays readable by key but is
+    left out of `items()`."""
+
+    def items(self):  # type: ignore[override]
+        return [(k, v) for k, v in super().items() if k != "padding"]
+
+
+def hide_padding_flags(state: Any) -> Any:
+    """Work around megatron-core 0.16.1 loading a `dp_reshardable` distributed-optimizer state
+    into the precision-aware optimizer: it hands every key of a parameter's entry, the boolean
+    `padding` flag included, to TE's `FusedAdam.set_scaled_state` ('bool' object has no
+    attribute 'dtype'; fixed upstream by Megatron-LM PR #2576). Returns `state` with every such
+    entry wrapped so that iteration skips the flag; tensors are not copied."""
+    if isinstance(state, dict):
+        out = {k: hide_padding_flags(v) for k, v in state.items()}
+        return _PaddingFlagHidden(out) if isinstance(state.get("padding"), bool) else out
+    if isinstance(state, list):
+        return [hide_padding_flags(v) for v in state]
+    return state
 
 
 def unwrap_chunk(chunk: torch.nn.Module) -> torch.nn.Module:
