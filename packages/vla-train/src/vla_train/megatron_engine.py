@@ -646,16 +646,16 @@ class MegatronTrainer:
             decoder_seq_length=seq,
             forward_only=False,
         )
-        sums = self._reduce_report(reduced)
-        n_tokens = max(float(sums[1]), 1.0)
-        loss = float(sums[0]) / n_tokens
+        sums = self._reduce_report(reduced).tolist()  # one device-to-host copy
+        n_tokens = max(sums[1], 1.0)
+        loss = sums[0] / n_tokens
         reason, grad_norm = self._optimizer_step(step, loss)
         rec: dict[str, Any] = {"step": step + 1, "loss": loss, "grad_norm": grad_norm, "lr": lr}
         n = self.n_mod
         for c, name in enumerate(self.modalities.names):
-            cnt = float(sums[2 + n + c])
+            cnt = sums[2 + n + c]
             if cnt > 0:
-                rec[f"loss_{name}"] = float(sums[2 + c]) / cnt
+                rec[f"loss_{name}"] = sums[2 + c] / cnt
         rec["loss_tokens"] = int(sums[1])
         rec.update(self._moe_metrics())
         if reason is not None:
@@ -812,13 +812,16 @@ class MegatronTrainer:
         if gc_every:
             gc.disable()
         elapsed, tokens = 0.0, 0
+        # no device sync around a step: the host prepares the next batch and launches its first
+        # kernels while the optimizer's still run; a step's time is the wall time since the
+        # previous step returned (each step syncs once, on its loss and grad norm)
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
         try:
             while self.step < end:
-                torch.cuda.synchronize()
-                t0 = time.perf_counter()
                 rec = self.train_step(self.step)
-                torch.cuda.synchronize()
-                dt = time.perf_counter() - t0
+                now = time.perf_counter()
+                dt, t0 = now - t0, now
                 self.step += 1
                 if gc_every and self.step % gc_every == 0:
                     gc.collect()
@@ -855,6 +858,7 @@ class MegatronTrainer:
                     self.step == total and cfg.checkpoint.save_final
                 ):
                     result.final_checkpoint = self.save()
+                    t0 = time.perf_counter()  # checkpoint time is not step time
         finally:
             if gc_every:
                 gc.enable()
