@@ -104,6 +104,14 @@ def kernel_table(prof, steps: int, top: int = 25) -> dict:
     }
 
 
+def emit(result: dict, path: Path | None) -> None:
+    """Print the bench's JSON object and write it to `path` when given."""
+    text = json.dumps(result, indent=1)
+    print(text)
+    if path:
+        path.write_text(text + "\n")
+
+
 def anchor_flops_per_token(layers: int, hidden: int, seq: int, params: int, emb: int) -> float:
     return 6 * (params - emb) + 12 * layers * hidden * seq
 
@@ -335,10 +343,7 @@ def main() -> None:
         "ratios": ratios,
         "errors": errors,
     }
-    text = json.dumps(out, indent=1)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(out, args.out)
 
 
 if __name__ == "__main__":

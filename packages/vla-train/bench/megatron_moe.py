@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from megatron_mfu import write_random_shards  # noqa: E402
+from megatron_mfu import emit, write_random_shards  # noqa: E402
 
 
 def main() -> None:
@@ -103,10 +103,7 @@ def main() -> None:
         "loss_last": recs[-1]["loss"],
         "moe_last": {k: v for k, v in recs[-1].items() if k.startswith("moe_")},
     }
-    text = json.dumps(out, indent=1)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(out, args.out)
 
 
 if __name__ == "__main__":
