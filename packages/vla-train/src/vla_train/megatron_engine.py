@@ -362,7 +362,10 @@ class MegatronTrainer:
             )
         self.ps = ps
         torch.manual_seed(cfg.seed)
-        model_parallel_cuda_manual_seed(cfg.seed)
+        # CUDA graphs capture the dropout RNG: megatron needs its graph-safe generator states
+        model_parallel_cuda_manual_seed(
+            cfg.seed, use_cudagraphable_rng=cfg.megatron.cuda_graph_impl != "none"
+        )
         self.dp_rank = ps.get_data_parallel_rank()
         self.accum = cfg.accumulation_steps(self.dp)
         self.bf16 = cfg.precision in ("auto", "bf16")
