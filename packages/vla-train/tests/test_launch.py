@@ -19,6 +19,7 @@ from vla_train.launch import (
     H100_BF16_PEAK_TFLOPS,
     LaunchError,
     check_train_config,
+    data_parallel_bytes,
     launch_command,
     make_plan,
     recipe_names,
@@ -338,6 +339,34 @@ def test_optimizer_state_bytes_follow_the_precision_options() -> None:
     assert "6 + 12/DP" in plain["model"]
 
 
+def test_data_parallel_bytes() -> None:
+    assert data_parallel_bytes(1e9, 1, grad_bytes=4, distributed_optimizer=True) == 0
+    # distributed optimizer: reduce-scatter FP32 grads + all-gather BF16 params, ring (n-1)/n
+    assert data_parallel_bytes(1e9, 4, grad_bytes=4, distributed_optimizer=True) == 0.75e9 * 6
+    # plain DDP: all-reduce = 2 x reduce-scatter
+    assert data_parallel_bytes(1e9, 4, grad_bytes=2, distributed_optimizer=False) == 0.75e9 * 4
+
+
+def test_data_parallel_sync_warns_when_exposed() -> None:
+    multi = config(**{"parallel": {"overlap_grad_reduce": False}})
+    plan = make_plan(multi, 4, 8)  # DP 32 over 4 nodes
+    sync = plan["throughput"]["data_parallel"]
+    assert sync["over"] == "network" and not sync["overlapped_with_compute"]
+    dense = plan["memory"]["bytes"]["dense_params"]
+    assert sync["bytes_per_gpu_per_step"] == pytest.approx(dense * 6 * 31 / 32, rel=1e-6)
+    assert sync["time_s"] == pytest.approx(sync["bytes_per_gpu_per_step"] / 40e9, abs=1e-4)
+    assert any("without overlap" in w and "overlap_param_gather" in w for w in plan["warnings"])
+    on = {"overlap_grad_reduce": True, "overlap_param_gather": True}
+    quiet = make_plan(config(**{"parallel": on}), 4, 8)
+    assert not any("data-parallel" in w for w in quiet["warnings"])
+    slow = make_plan(config(**{"parallel": on}), 4, 8, network_gb_per_s=0.5)
+    assert any("takes longer than" in w for w in slow["warnings"])
+    one_node = make_plan(config(**{"parallel": {"overlap_grad_reduce": False}}), 1, 8)
+    assert one_node["throughput"]["data_parallel"]["over"] == "nvlink"
+    with pytest.raises(LaunchError, match="network-gb-per-s"):
+        make_plan(multi, 4, 8, network_gb_per_s=0)
+
+
 # ---- scripts ---------------------------------------------------------------------------------
 
 
@@ -523,6 +552,9 @@ def test_recipe_plans_at_32x8(name: str, tmp_path: Path) -> None:
     assert f"{plan['throughput']['tokens_per_s'] / 1e6:.2f}M tokens/s" in head
     lay = plan["layout"]
     assert f"TP {lay['tp']}, PP {lay['pp']}, EP {lay['ep']}" in head and f"DP {lay['dp']}" in head
+    sync = plan["throughput"]["data_parallel"]
+    assert f"{sync['bytes_per_gpu_per_step'] / 1e9:.1f} GB/GPU/step" in head
+    assert f"~{sync['time_s']:.2f} s" in head and sync["overlapped_with_compute"]
     # and launch writes a run.toml copy next to the scripts
     out = tmp_path / "out"
     res = CliRunner().invoke(launch_command, ["--recipe", name, "--nodes", "32", "--out", str(out)])

@@ -540,6 +540,24 @@ assert torch.equal(a.module.module.proj.weight, b.module.module.proj.weight)
 
 
 @needs_megatron
+def test_params_are_gathered_before_a_checkpoint_only_with_overlapped_gather() -> None:
+    class FakeChunk:  # stands in for megatron's DDP wrapper
+        def __init__(self) -> None:
+            self.calls: list[dict] = []
+
+        def start_param_sync(self, **kw) -> None:
+            self.calls.append(kw)
+
+    for parallel, expect in (
+        ({}, []),
+        ({"overlap_param_gather": True}, [{"force_sync": True}]),
+    ):
+        fake = type("T", (), {})()
+        fake.cfg, fake.chunks = cfg_of(parallel=parallel), [FakeChunk(), FakeChunk()]
+        MegatronTrainer._gather_params(fake)
+        assert [c.calls for c in fake.chunks] == [expect, expect]
+
+
 def test_dp_reshardable_padding_flags_are_hidden_from_iteration() -> None:
     # megatron-core 0.16.1 iterates an entry's items() into TE's FusedAdam.set_scaled_state
     exp = torch.ones(3)

@@ -72,6 +72,11 @@ if TYPE_CHECKING:
 H100_BF16_PEAK_TFLOPS = 989.0  # dense BF16 tensor-core peak of an H100 SXM
 H100_MEMORY_GB = 80.0  # nominal HBM of an H100 80GB (GB = 1e9 bytes: conservative)
 WARN_MEMORY_FRACTION = 0.9
+# NCCL bus bandwidth per GPU for data-parallel collectives: across nodes (400 Gb/s NDR
+# InfiniBand per GPU, ~80% reached) and inside a node (NVLink 4)
+NETWORK_GB_PER_S = 40.0
+NVLINK_GB_PER_S = 350.0
+WARN_EXPOSED_COMM_FRACTION = 0.1
 DEFAULT_MASTER_PORT = 29500
 RECIPES_PACKAGE = "vla_train.recipes"
 FP8_HINTS = {  # fp8.recipe values TrainConfig rejects that people may write
@@ -161,6 +166,21 @@ def memory_recompute(cfg: TrainConfig) -> str:
     return "full" if g == "full" else "selective"
 
 
+def data_parallel_bytes(
+    params: float, group: int, *, grad_bytes: int, distributed_optimizer: bool
+) -> float:
+    """Bytes one GPU sends per optimizer step to keep `params` (its share of the model)
+    in sync over a data-parallel group of `group` ranks with ring collectives: reduce-scatter
+    of the gradients + all-gather of the BF16 params (distributed optimizer), or an
+    all-reduce of the gradients (2x a reduce-scatter)."""
+    if group <= 1:
+        return 0.0
+    ring = (group - 1) / group
+    if distributed_optimizer:
+        return ring * params * (grad_bytes + 2)
+    return 2 * ring * params * grad_bytes
+
+
 def make_plan(
     config: dict[str, Any] | TrainConfig,
     nodes: int,
@@ -171,6 +191,7 @@ def make_plan(
     assume_mfu: float = 0.45,
     peak_tflops: float = H100_BF16_PEAK_TFLOPS,
     gpu_memory_gb: float = H100_MEMORY_GB,
+    network_gb_per_s: float = NETWORK_GB_PER_S,
     allow_over_budget: bool = False,
 ) -> dict[str, Any]:
     """Check the layout of `config` (a raw TOML dict, validated by `TrainConfig`, or a
@@ -196,6 +217,8 @@ def make_plan(
         errors.append(f"--gpus-per-node must be >= 1 (got {gpus_per_node})")
     if not 0 < assume_mfu <= 1:
         errors.append(f"--assume-mfu must be in (0, 1] (got {assume_mfu})")
+    if network_gb_per_s <= 0:
+        errors.append(f"--network-gb-per-s must be > 0 (got {network_gb_per_s})")
     if errors:
         raise LaunchError(f"{source}: " + "; ".join(errors))
     world = nodes * gpus_per_node
@@ -329,6 +352,52 @@ def make_plan(
         "gpu_hours": round(train_steps * step_time * world / 3600),
     }
 
+    # data-parallel traffic per GPU and step (dense params over DP x CP, experts over expert DP)
+    if cfg.engine == "megatron":
+        grad_bytes = 4 if p.grad_reduce_in_fp32 else 2
+        dist_opt = p.use_distributed_optimizer
+    else:  # torch DDP: fp32 gradients all-reduced
+        grad_bytes, dist_opt = 4, False
+    traffic = data_parallel_bytes(
+        mem.dense_params, dp * cp, grad_bytes=grad_bytes, distributed_optimizer=dist_opt
+    ) + data_parallel_bytes(
+        mem.expert_params, layout.expert_dp, grad_bytes=grad_bytes, distributed_optimizer=dist_opt
+    )
+    crosses_nodes = tp * cp * dp > gpus_per_node
+    bandwidth = network_gb_per_s if crosses_nodes else NVLINK_GB_PER_S
+    comm_time = traffic / (bandwidth * 1e9)
+    overlapped = (
+        cfg.engine == "megatron"
+        and p.overlap_grad_reduce
+        and (p.overlap_param_gather or not dist_opt)
+    )
+    throughput["data_parallel"] = {
+        "bytes_per_gpu_per_step": round(traffic),
+        "gb_per_s_assumed": bandwidth,
+        "over": "network" if crosses_nodes else "nvlink",
+        "time_s": round(comm_time, 4),
+        "overlapped_with_compute": overlapped,
+    }
+    if overlapped and comm_time > step_time:
+        warnings.append(
+            f"data-parallel sync (~{comm_time:.2f} s at {bandwidth:g} GB/s) takes longer than "
+            f"the {step_time:.2f} s step it overlaps: raise micro-batches per step or model "
+            "parallelism, or set parallel.grad_reduce_in_fp32 = false"
+        )
+    if not overlapped and comm_time > WARN_EXPOSED_COMM_FRACTION * step_time:
+        knobs = (
+            "set parallel.overlap_grad_reduce"
+            + (" and overlap_param_gather" if dist_opt else "")
+            + " = true"
+            if cfg.engine == "megatron"
+            else "use the megatron engine"
+        )
+        warnings.append(
+            f"data-parallel gradient/parameter sync moves {traffic / 1e9:.1f} GB per GPU per "
+            f"step (~{comm_time:.2f} s at {bandwidth:g} GB/s, {comm_time / step_time:.0%} of "
+            f"the {step_time:.2f} s step) without overlap: {knobs}"
+        )
+
     return {
         "source": source,
         "engine": cfg.engine,
@@ -404,6 +473,13 @@ def format_plan(plan: dict[str, Any]) -> str:
         f"{thr['step_time_s']:.3f} s/step, {thr['tokens_per_s'] / 1e6:.2f}M tokens/s "
         f"({thr['tokens_per_s_per_gpu']:,} per GPU)",
     ]
+    if thr.get("data_parallel", {}).get("bytes_per_gpu_per_step"):
+        d = thr["data_parallel"]
+        lines.append(
+            f"data-parallel sync: {d['bytes_per_gpu_per_step'] / 1e9:.1f} GB/GPU/step, "
+            f"~{d['time_s']:.2f} s over {d['over']} at {d['gb_per_s_assumed']:g} GB/s, "
+            + ("overlapped with compute" if d["overlapped_with_compute"] else "NOT overlapped")
+        )
     if "train_steps" in thr:
         lines.append(
             f"schedule: {thr['train_steps']:,} steps = {thr['train_tokens'] / 1e9:.1f}B tokens "
@@ -678,6 +754,13 @@ def _list_recipes(ctx: click.Context, _param: click.Parameter, value: bool) -> N
     help="per-GPU BF16 dense peak",
 )
 @click.option("--gpu-memory-gb", type=float, default=H100_MEMORY_GB, show_default=True)
+@click.option(
+    "--network-gb-per-s",
+    type=float,
+    default=NETWORK_GB_PER_S,
+    show_default=True,
+    help="inter-node NCCL bus bandwidth per GPU, for the data-parallel sync estimate",
+)
 @click.option("--allow-over-budget", is_flag=True, help="write scripts even if memory is over")
 @click.option("--plan-only", is_flag=True, help="print the plan; write nothing")
 @click.option("--json", "as_json", is_flag=True, help="print the plan as JSON")
@@ -705,6 +788,7 @@ def launch_command(
     assume_mfu: float,
     peak_tflops: float,
     gpu_memory_gb: float,
+    network_gb_per_s: float,
     allow_over_budget: bool,
     plan_only: bool,
     as_json: bool,
@@ -742,6 +826,7 @@ def launch_command(
             assume_mfu=assume_mfu,
             peak_tflops=peak_tflops,
             gpu_memory_gb=gpu_memory_gb,
+            network_gb_per_s=network_gb_per_s,
             allow_over_budget=allow_over_budget,
         )
         if plan_only:

@@ -722,6 +722,7 @@ class MegatronTrainer:
                 shutil.rmtree(tmp)
             (tmp / DIST_DIR).mkdir(parents=True)
         dist.barrier()
+        self._gather_params()
         dist_checkpointing.save(self._sharded_state_dict(), str(tmp / DIST_DIR))
         rng_file = tmp / f"rng-rank{self.rank}.safetensors"
         save_file({k: v.contiguous() for k, v in self._rng_tensors().items()}, str(rng_file))
@@ -757,6 +758,15 @@ class MegatronTrainer:
                 shutil.rmtree(stale, ignore_errors=True)
         dist.barrier()
         return final
+
+    def _gather_params(self) -> None:
+        """With `overlap_param_gather` an optimizer step updates only this rank's shard of the
+        params; the rest arrive in the next forward's pre-hooks. Gather them now, synchronously
+        (before a checkpoint: dist_checkpointing writes each weight from one DP replica)."""
+        p = self.cfg.parallel
+        if p.overlap_param_gather and p.use_distributed_optimizer:
+            for c in self.chunks:
+                c.start_param_sync(force_sync=True)
 
     def _maybe_resume(self) -> None:
         if self.is_main and self.ckpt_root.is_dir():
@@ -881,6 +891,7 @@ class MegatronTrainer:
         if self.cfg.parallel.pipeline_model_parallel_size > 1:
             raise TrainConfigError("logits() needs pipeline_model_parallel_size = 1")
         model = self.chunks[0]
+        self._gather_params()
         model.eval()
         tokens = tokens.to(self.device)
         s = tokens.shape[1]
