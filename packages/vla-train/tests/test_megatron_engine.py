@@ -571,6 +571,53 @@ def test_dp_reshardable_padding_flags_are_hidden_from_iteration() -> None:
     assert [k for k, _ in entry.items()][-1] == "padding"  # the input is left as it was
 
 
+@needs_megatron
+def test_megatron_dp_reshardable_load_into_the_precision_aware_optimizer() -> None:
+    """megatron-core's own loader, on the state layout it saves, into a stand-in for TE's
+    FusedAdam (its `set_scaled_state` takes tensors only): fails as on the GPU without
+    `hide_padding_flags`, loads every state with it."""
+    import functools
+    import types
+
+    from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
+
+    class FusedAdamStandIn:
+        def __init__(self, params) -> None:
+            self.param_groups = [{"params": params}]
+            self.loaded: dict = {}
+
+        def set_scaled_state(self, param, name, value) -> None:
+            assert value.dtype == torch.float32  # TE's check ('bool' has no 'dtype')
+            self.loaded[(id(param), name)] = value
+
+    model_params = [torch.zeros(3), torch.zeros(5)]
+    shards = [torch.zeros(3, dtype=torch.bfloat16), torch.zeros(5, dtype=torch.bfloat16)]
+
+    def entry(n: int, v: float) -> dict:
+        t = torch.full((n,), v)
+        return {"param": t, "exp_avg": t + 1, "exp_avg_sq": t + 2, "padding": False}
+
+    state = {0: {torch.float32: [[entry(3, 1.0), entry(5, 2.0), {"padding": True}]]}}
+    fake = types.SimpleNamespace(
+        gbuf_ranges=[{torch.float32: [{"param_map": {p: None for p in model_params}}]}],
+        model_param_group_index_map={p: (0, i) for i, p in enumerate(model_params)},
+        config=types.SimpleNamespace(use_precision_aware_optimizer_no_fp8_or_ds_fp8=True),
+        optimizer=FusedAdamStandIn(shards),
+    )
+    fake._set_main_param_and_optimizer_states = functools.partial(
+        DistributedOptimizer._set_main_param_and_optimizer_states, fake
+    )
+    load = DistributedOptimizer.load_parameter_state_from_dp_reshardable
+    with pytest.raises(AttributeError, match="'bool' object has no attribute 'dtype'"):
+        load(fake, state)  # megatron-core 0.16.1 as it is
+    fake.optimizer.loaded.clear()
+    load(fake, hide_padding_flags(state))
+    names = sorted({name for _, name in fake.optimizer.loaded})
+    assert names == ["exp_avg", "exp_avg_sq", "master_param"]
+    assert len(fake.optimizer.loaded) == 6
+    assert float(fake.optimizer.loaded[(id(shards[1]), "master_param")][0]) == 2.0
+
+
 def test_model_state_keys_are_the_models_own_inside_ddp_and_float16_wrappers() -> None:
     """megatron's DDP has no sharded_state_dict: the default one prefixed every key with
     `module.`, and the engine's own resume then failed on the GPU (strict load)."""
