@@ -111,14 +111,14 @@ def test_optimizer_precision_options() -> None:
 def test_precision_aware_optimizer_rules() -> None:
     p = cfg_of().parallel
     assert not p.uses_precision_aware_optimizer  # off by default
-    assert p.optimizer_bytes_per_param(bf16=True, precision_aware=False) == 12
+    assert p.optimizer_bytes_per_param(bf16=True) == 12
     on = cfg_of(parallel={"precision_aware_optimizer": True}).parallel
     assert on.uses_precision_aware_optimizer
-    assert on.optimizer_bytes_per_param(bf16=True, precision_aware=True) == 10
-    assert on.optimizer_bytes_per_param(bf16=False, precision_aware=True) == 12  # no remainders
+    assert on.optimizer_bytes_per_param(bf16=True) == 10
+    assert on.optimizer_bytes_per_param(bf16=False) == 12  # no remainders
     bf16 = cfg_of(parallel={"adam_state_dtype": "bf16"}).parallel
     assert bf16.uses_precision_aware_optimizer  # BF16 moments need it
-    assert bf16.optimizer_bytes_per_param(bf16=True, precision_aware=True) == 6
+    assert bf16.optimizer_bytes_per_param(bf16=True) == 6
     with pytest.raises(TrainConfigError):
         cfg_of(parallel={"adam_state_dtype": "fp16"})
     for bad in ({"precision_aware_optimizer": True}, {"adam_state_dtype": "bf16"}):

@@ -212,10 +212,11 @@ class ParallelSection(_Strict):
         """Whether the run uses megatron's precision-aware optimizer (BF16 moments need it)."""
         return self.precision_aware_optimizer or self.adam_state_dtype == "bf16"
 
-    def optimizer_bytes_per_param(self, *, bf16: bool, precision_aware: bool) -> int:
+    def optimizer_bytes_per_param(self, *, bf16: bool) -> int:
         """Optimizer state per parameter (sharded over data parallel by the distributed
-        optimizer): FP32 master weights (2 bytes as remainders of BF16 params) + Adam moments."""
-        master = 2 if (precision_aware and bf16) else 4
+        optimizer): FP32 master weights (2 bytes as remainders of BF16 params with the
+        precision-aware optimizer) + Adam moments."""
+        master = 2 if (self.uses_precision_aware_optimizer and bf16) else 4
         return master + (4 if self.adam_state_dtype == "bf16" else 8)
 
     @property

@@ -279,10 +279,7 @@ def make_plan(
         tp=tp, pp=pp, dp=dp * cp, ep=ep, etp=p.expert_tensor_parallel_size if mcfg.moe else None
     )
     try:
-        opt_bytes = p.optimizer_bytes_per_param(
-            bf16=cfg.precision in ("auto", "bf16"),
-            precision_aware=p.uses_precision_aware_optimizer,
-        )
+        opt_bytes = p.optimizer_bytes_per_param(bf16=cfg.precision in ("auto", "bf16"))
         mem = memory_per_gpu(mcfg, layout, seq // cp, micro, sp, recompute, opt_bytes)
     except LayoutError as e:  # backstop: the checks above should have caught it
         raise LaunchError(f"{source}: parallel layout: {e}") from None
