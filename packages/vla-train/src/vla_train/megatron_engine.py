@@ -485,6 +485,11 @@ class MegatronTrainer:
         self.te_wgrad_fused_layers = 0
         if wants_te_only_wgrad_fusion(cfg, te_layers=self.spec == "te"):
             self.te_wgrad_fused_layers = sum(fuse_te_wgrad_accumulation(w) for w in wrapped)
+            # the output layer read the flag at construction (off: no APEX); what reads it from
+            # now on (megatron's CUDA-graph runner, which then restores `grad_added_to_main_grad`
+            # after a backward replay) must see the fused TE layers
+            for w in wrapped:
+                unwrap_chunk(w).config.gradient_accumulation_fusion = True
         return wrapped
 
     def _build_optimizer(self):
