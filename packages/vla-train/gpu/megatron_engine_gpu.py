@@ -19,6 +19,8 @@ One GPU:
 - `moe`: a small MoE (8 experts, top-2, aux + z loss), 30 steps, the loss falls.
 - `local_spec`: megatron's local (non-TE) layers, 20 steps.
 - `fp8_delayed`, `fp8_current`: FP8 GEMMs (TE only), 30 steps, the loss falls.
+- `cuda_graphs`: the dense run with megatron's per-layer CUDA graphs (graph-safe RNG tracker,
+  checkpoints at 20 and 40): the loss falls; loss difference to `dense` reported.
 Two or more GPUs (skipped otherwise, reported as such):
 - `tp2`: TP=2 + sequence parallel, losses close to the 1-GPU `dense` run;
 - `ep2`: the MoE with EP=2 (alltoall dispatcher), the loss falls;
@@ -188,7 +190,7 @@ def main() -> None:
         shards = root / "shards"
         shards.mkdir()
         write_shards(shards)
-        if on("dense") or on("resume") or on("resume_paopt"):
+        if on("dense") or on("resume") or on("resume_paopt") or on("cuda_graphs"):
             checks["dense"] = check_run(root, config(root, shards, "dense"), "dense")
         resumes = {"resume": {}}
         if te:  # TE's FusedAdam keeps the master weights (megatron-core 0.16.1 load workaround)
@@ -211,6 +213,14 @@ def main() -> None:
             }
             if not checks[name]["ok"]:
                 checks[name]["log_tail"] = (p1.stderr + p2.stdout + p2.stderr)[-2500:]
+        if on("cuda_graphs"):  # per-layer CUDA graphs, checkpoints at 20 and 40 (RNG saved)
+            cfg = config(root, shards, "graphs", megatron={"cuda_graph_impl": "local"})
+            checks["cuda_graphs"] = check_run(root, cfg, "graphs")
+            a, b = losses(root / "dense"), losses(root / "graphs")
+            if a and b:
+                checks["cuda_graphs"]["max_abs_loss_diff_vs_dense"] = max(
+                    abs(x - y) for x, y in zip(a, b, strict=False)
+                )
         if on("document_mask"):
             cfg = config(root, shards, "docmask", data={"document_mask": True})
             checks["document_mask"] = check_run(root, cfg, "docmask")

@@ -30,6 +30,8 @@ from vla_train.megatron_engine import (
     loss_terms,
     model_sharded_state_dict,
     optimizer_precision_options,
+    restore_tracker_states,
+    tracker_state_tensors,
     transformer_overrides,
     wants_te_only_wgrad_fusion,
 )
@@ -540,6 +542,20 @@ assert torch.equal(a.module.module.proj.weight, b.module.module.proj.weight)
 
 
 @needs_megatron
+def test_rng_tracker_states_round_trip_as_tensors_plain_and_graph_safe() -> None:
+    # the graph-safe tracker (CUDA graphs) keeps Generator objects; checkpoints store tensors
+    gen = torch.Generator().manual_seed(3)
+    plain = torch.Generator().manual_seed(4).get_state()
+    saved = tracker_state_tensors({"model-parallel-rng": gen, "expert": plain})
+    assert all(isinstance(t, torch.Tensor) for t in saved.values())
+    expect = torch.rand(4, generator=gen)  # the draw right after the save
+    fresh = torch.Generator().manual_seed(99)
+    restored = restore_tracker_states({"model-parallel-rng": fresh, "expert": plain}, saved)
+    assert restored["model-parallel-rng"] is fresh  # written in place: graphs hold this object
+    assert torch.equal(torch.rand(4, generator=fresh), expect)
+    assert torch.equal(restored["expert"], plain)
+
+
 def test_params_are_gathered_before_a_checkpoint_only_with_overlapped_gather() -> None:
     class FakeChunk:  # stands in for megatron's DDP wrapper
         def __init__(self) -> None:

@@ -709,7 +709,7 @@ class MegatronTrainer:
         from megatron.core.tensor_parallel.random import get_cuda_rng_tracker
 
         out = {"torch_cpu": torch.get_rng_state(), "torch_cuda": torch.cuda.get_rng_state()}
-        for name, state in get_cuda_rng_tracker().get_states().items():
+        for name, state in tracker_state_tensors(get_cuda_rng_tracker().get_states()).items():
             out[f"tracker/{name}"] = state
         return out
 
@@ -811,9 +811,11 @@ class MegatronTrainer:
             t = load_file(str(rng))
             torch.set_rng_state(t["torch_cpu"])
             torch.cuda.set_rng_state(t["torch_cuda"])
-            get_cuda_rng_tracker().set_states(
-                {k.removeprefix("tracker/"): v for k, v in t.items() if k.startswith("tracker/")}
-            )
+            tracker = get_cuda_rng_tracker()
+            saved = {
+                k.removeprefix("tracker/"): v for k, v in t.items() if k.startswith("tracker/")
+            }
+            tracker.set_states(restore_tracker_states(tracker.get_states(), saved))
 
     # ---- the loop -----------------------------------------------------------------------------
 
@@ -909,6 +911,30 @@ class MegatronTrainer:
         if self.cfg.parallel.tensor_model_parallel_size > 1:
             out = gather_from_tensor_model_parallel_region(out)
         return out[..., : self.mcfg.vocab_size].float()
+
+
+def tracker_state_tensors(states: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """megatron's RNG-tracker states as tensors: the graph-safe tracker (CUDA graphs) keeps
+    `torch.Generator` objects, the plain one state tensors."""
+    return {
+        name: s.get_state() if isinstance(s, torch.Generator) else s for name, s in states.items()
+    }
+
+
+def restore_tracker_states(
+    current: dict[str, Any], saved: dict[str, torch.Tensor]
+) -> dict[str, Any]:
+    """The tracker states to set from a checkpoint's tensors: written into the tracker's own
+    generators where it keeps `torch.Generator` objects (graph-safe), else the tensors."""
+    out: dict[str, Any] = {}
+    for name, tensor in saved.items():
+        gen = current.get(name)
+        if isinstance(gen, torch.Generator):
+            gen.set_state(tensor)
+            out[name] = gen
+        else:
+            out[name] = tensor
+    return out
 
 
 class _PaddingFlagHidden(dict):
