@@ -324,6 +324,7 @@ def main() -> None:
         ("fp8-delayed", "bf16"),
         ("fp8-current", "bf16"),
         ("fp8-delayed-mb4", "bf16-mb4"),
+        ("fp8-delayed-mb4-graphs", "bf16-mb4-graphs"),
     ):
         if fp8 in by and bf16 in by:
             ratios[f"{fp8}_vs_{bf16}"] = by[fp8]["tokens_per_s"] / by[bf16]["tokens_per_s"]
