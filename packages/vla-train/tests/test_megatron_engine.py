@@ -26,11 +26,13 @@ from vla_train.megatron_engine import (
     fuse_te_wgrad_accumulation,
     have_apex_wgrad_kernel,
     hide_padding_flags,
+    init_torch_adam_state,
     load_model_state,
     loss_terms,
     model_sharded_state_dict,
     optimizer_precision_options,
     restore_tracker_states,
+    rng_tracker_options,
     tracker_state_tensors,
     transformer_overrides,
     wants_te_only_wgrad_fusion,
@@ -632,6 +634,68 @@ def test_megatron_dp_reshardable_load_into_the_precision_aware_optimizer() -> No
     assert names == ["exp_avg", "exp_avg_sq", "master_param"]
     assert len(fake.optimizer.loaded) == 6
     assert float(fake.optimizer.loaded[(id(shards[1]), "master_param")][0]) == 2.0
+
+
+def test_torch_adam_state_before_load_is_what_the_first_step_creates() -> None:
+    import types
+
+    torch.manual_seed(0)
+    ref = [torch.nn.Parameter(torch.randn(4, 3)), torch.nn.Parameter(torch.randn(5))]
+    ours = [torch.nn.Parameter(p.detach().clone()) for p in ref]
+    opt_ref, opt_ours = torch.optim.AdamW(ref, lr=0.1), torch.optim.AdamW(ours, lr=0.1)
+    chained = types.SimpleNamespace(  # megatron's ChainedOptimizer of DistributedOptimizers
+        chained_optimizers=[types.SimpleNamespace(optimizer=opt_ours)]
+    )
+    assert init_torch_adam_state(chained) == 2
+    assert float(opt_ours.state[ours[0]]["step"]) == 0.0
+    for opt, params in ((opt_ref, ref), (opt_ours, ours)):
+        for p in params:
+            p.grad = torch.full_like(p, 0.5)
+        opt.step()
+    for a, b in zip(ref, ours, strict=True):
+        assert torch.equal(a, b)
+        assert torch.equal(opt_ref.state[a]["exp_avg_sq"], opt_ours.state[b]["exp_avg_sq"])
+        assert float(opt_ours.state[b]["step"]) == 1.0
+    assert init_torch_adam_state(chained) == 0  # a state it already has is left alone
+    assert float(opt_ours.state[ours[0]]["step"]) == 1.0
+    assert init_torch_adam_state(types.SimpleNamespace(optimizer=torch.optim.SGD(ref))) == 0
+
+
+@needs_megatron
+def test_megatron_distributed_optimizer_state_dict_of_an_unstepped_torch_adam() -> None:
+    """megatron-core 0.16.1's own DistributedOptimizer.state_dict (the first thing a resume
+    calls) without TE or APEX: asserts on a fresh torch AdamW (as on the GPU), works after
+    `init_torch_adam_state`, with step 0 in every param group."""
+    import types
+
+    from megatron.core.optimizer import distrib_optimizer
+
+    if distrib_optimizer.HAVE_APEX_OR_TE:
+        pytest.skip("TE or APEX imports here: megatron takes FusedAdam's path")
+    adam = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(3))], lr=1e-3)
+    fake = types.SimpleNamespace(optimizer=adam, grad_scaler=None)
+    with pytest.raises(AssertionError):
+        distrib_optimizer.DistributedOptimizer.state_dict(fake)
+    init_torch_adam_state(fake)
+    sd = distrib_optimizer.DistributedOptimizer.state_dict(fake)
+    assert [g["step"] for g in sd["optimizer"]["param_groups"]] == [0.0]
+
+
+def test_rng_tracker_for_cuda_graphs_is_tes_where_te_imports() -> None:
+    # TE's attention asserts "Unsupported RNG states tracker" while a graph is captured with
+    # megatron's own (graph-safe) tracker: seen on an H100, 2026-12-07
+    plain, graphs = cfg_of(), cfg_of(megatron={"cuda_graph_impl": "local"})
+    assert rng_tracker_options(plain, have_te=True) == {
+        "te_rng_tracker": False,
+        "use_cudagraphable_rng": False,
+    }
+    assert rng_tracker_options(graphs, have_te=True) == {
+        "te_rng_tracker": True,
+        "use_cudagraphable_rng": True,
+    }
+    assert rng_tracker_options(graphs, have_te=False)["te_rng_tracker"] is False
+    assert transformer_overrides(graphs, have_te=True)["use_te_rng_tracker"] is True
+    assert "use_te_rng_tracker" not in transformer_overrides(plain, have_te=True)
 
 
 def test_model_state_keys_are_the_models_own_inside_ddp_and_float16_wrappers() -> None:

@@ -88,6 +88,15 @@ def have_apex_wgrad_kernel() -> bool:
     return importlib.util.find_spec("fused_weight_gradient_mlp_cuda") is not None
 
 
+def rng_tracker_options(cfg: TrainConfig, *, have_te: bool) -> dict[str, bool]:
+    """How megatron's CUDA RNG tracker is built (`model_parallel_cuda_manual_seed` keywords).
+    CUDA graphs capture the dropout RNG, so they need graph-safe generator states: TE's tracker
+    where TE imports (TE's attention accepts no other while a graph is captured), else
+    megatron's cudagraphable one."""
+    graphs = cfg.megatron.cuda_graph_impl != "none"
+    return {"te_rng_tracker": graphs and have_te, "use_cudagraphable_rng": graphs}
+
+
 def transformer_overrides(
     cfg: TrainConfig, *, have_te: bool, te_layers: bool | None = None
 ) -> dict[str, Any]:
@@ -124,7 +133,9 @@ def transformer_overrides(
     )
     if m.cuda_graph_impl != "none":
         kw.update(
-            cuda_graph_impl=m.cuda_graph_impl, cuda_graph_warmup_steps=m.cuda_graph_warmup_steps
+            cuda_graph_impl=m.cuda_graph_impl,
+            cuda_graph_warmup_steps=m.cuda_graph_warmup_steps,
+            use_te_rng_tracker=have_te,
         )
     if p.recompute_granularity != "none":
         kw["recompute_granularity"] = p.recompute_granularity
@@ -362,14 +373,11 @@ class MegatronTrainer:
             )
         self.ps = ps
         torch.manual_seed(cfg.seed)
-        # CUDA graphs capture the dropout RNG: megatron needs its graph-safe generator states
-        model_parallel_cuda_manual_seed(
-            cfg.seed, use_cudagraphable_rng=cfg.megatron.cuda_graph_impl != "none"
-        )
+        self.have_te = have_transformer_engine()
+        model_parallel_cuda_manual_seed(cfg.seed, **rng_tracker_options(cfg, have_te=self.have_te))
         self.dp_rank = ps.get_data_parallel_rank()
         self.accum = cfg.accumulation_steps(self.dp)
         self.bf16 = cfg.precision in ("auto", "bf16")
-        self.have_te = have_transformer_engine()
         self.spec = resolve_spec(cfg.megatron.spec)
         self.precision_aware = cfg.parallel.uses_precision_aware_optimizer
         if self.precision_aware and not self.have_te:
@@ -797,6 +805,8 @@ class MegatronTrainer:
             raise CheckpointError(f"{path}: a '{m.engine}'-engine checkpoint, not megatron")
         if m.model != json.loads(self.mcfg.to_json()):
             raise TrainConfigError(f"{path}: checkpoint was made for another model config")
+        if optimizer:
+            init_torch_adam_state(self.optimizer)
         sd = self._sharded_state_dict(loading=True)
         if not optimizer:
             sd.pop("optimizer")
@@ -935,6 +945,31 @@ def restore_tracker_states(
         else:
             out[name] = tensor
     return out
+
+
+def init_torch_adam_state(optimizer: Any) -> int:
+    """Give the torch Adam/AdamW inside megatron's (chained) distributed optimizer its state
+    before a checkpoint is loaded into it: zero moments and step 0, exactly what its first step
+    would create. Without TE or APEX, megatron-core 0.16.1 reads the Adam step from the
+    per-parameter state while building the state dict to load into, and asserts when the state
+    is still empty (a fresh run resuming). TE's FusedAdam keeps its step per group and is left
+    alone. Returns the number of parameters given a state."""
+    done = 0
+    for sub in getattr(optimizer, "chained_optimizers", None) or [optimizer]:
+        inner = getattr(sub, "optimizer", sub)
+        if not isinstance(inner, torch.optim.Adam | torch.optim.AdamW) or len(inner.state):
+            continue
+        for group in inner.param_groups:
+            for p in group["params"]:
+                state = inner.state[p]
+                on_device = group.get("capturable") or group.get("fused")
+                state["step"] = torch.zeros((), device=p.device if on_device else "cpu")
+                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                if group.get("amsgrad"):
+                    state["max_exp_avg_sq"] = torch.zeros_like(p)
+                done += 1
+    return done
 
 
 class _PaddingFlagHidden(dict):
