@@ -38,6 +38,9 @@ def main() -> None:
     ap.add_argument("--skip", type=int, default=5, help="warm-up steps left out of the median")
     ap.add_argument("--fp8", default="none", choices=["none", "delayed", "current"])
     ap.add_argument("--dispatcher", default="alltoall", choices=["alltoall", "allgather"])
+    ap.add_argument(
+        "--no-fusions", dest="fusions", action="store_false", help="TE's fused MoE kernels off"
+    )
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
 
@@ -70,7 +73,11 @@ def main() -> None:
                 "logging": {"tensorboard": False, "progress": False},
                 "parallel": {"expert_model_parallel_size": args.ep},
                 "fp8": {"recipe": args.fp8},
-                "megatron": {"moe_token_dispatcher": args.dispatcher, "manual_gc_interval": 50},
+                "megatron": {
+                    "moe_token_dispatcher": args.dispatcher,
+                    "manual_gc_interval": 50,
+                    **({} if args.fusions else {"moe_fusions": False}),
+                },
             }
         )
         trainer = MegatronTrainer(cfg, resume=False)
@@ -94,8 +101,13 @@ def main() -> None:
         "micro_batch": args.micro,
         "global_batch": batch,
         "fp8": args.fp8,
-        "dispatcher": args.dispatcher,
+        "dispatcher": args.dispatcher if args.ep > 1 else "allgather (EP = 1)",
+        "moe_fusions": args.fusions,
         "tokens_per_s": statistics.median(r["tokens_per_s"] for r in timed),
+        "tokens_per_s_min_max": [
+            min(r["tokens_per_s"] for r in timed),
+            max(r["tokens_per_s"] for r in timed),
+        ],
         "tflops_per_gpu": statistics.median(r["tflops_per_device"] for r in timed),
         "mfu": statistics.median(r["mfu"] for r in timed),
         "max_memory_gib": torch.cuda.max_memory_allocated() / 2**30,

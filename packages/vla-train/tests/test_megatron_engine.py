@@ -30,6 +30,7 @@ from vla_train.megatron_engine import (
     load_model_state,
     loss_terms,
     model_sharded_state_dict,
+    moe_fusion_overrides,
     optimizer_precision_options,
     restore_tracker_states,
     rng_tracker_options,
@@ -253,6 +254,19 @@ def test_override_names_are_transformer_config_fields() -> None:
     )
     for have_te in (False, True):
         assert sorted(set(transformer_overrides(cfg, have_te=have_te)) - fields) == []
+    assert set(moe_fusion_overrides(cfg, te_layers=True)) <= fields
+
+
+def test_moe_fusions_default_on_with_te_layers_only() -> None:
+    on = {"moe_permute_fusion": True, "moe_router_fusion": True}
+    off = {"moe_permute_fusion": False, "moe_router_fusion": False}
+    assert moe_fusion_overrides(cfg_of("vla-10b-moe"), te_layers=True) == on
+    assert moe_fusion_overrides(cfg_of("vla-10b-moe"), te_layers=False) == off
+    no = cfg_of("vla-10b-moe", megatron={"moe_fusions": False})
+    assert moe_fusion_overrides(no, te_layers=True) == off
+    forced = cfg_of("vla-10b-moe", megatron={"moe_fusions": True})
+    with pytest.raises(TrainConfigError, match="needs Transformer Engine"):
+        moe_fusion_overrides(forced, te_layers=False)
 
 
 # ---- check_layout --------------------------------------------------------------------------------

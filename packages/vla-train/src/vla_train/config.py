@@ -279,6 +279,12 @@ class MegatronSection(_Strict):
     cuda_graph_warmup_steps: int = Field(default=3, ge=1)
     moe_token_dispatcher: Literal["alltoall", "allgather"] = "alltoall"
     moe_grouped_gemm: bool = Field(default=True, description="grouped GEMM experts (TE spec)")
+    moe_fusions: bool | None = Field(
+        default=None,
+        description="TE's fused MoE kernels: token permute/unpermute and top-k routing with its "
+        "aux-loss scores (megatron's moe_permute_fusion, moe_router_fusion); default: on with "
+        "the TE spec",
+    )
     manual_gc_interval: int = Field(
         default=0, ge=0, description="run gc.collect() every N steps with automatic gc off (0: off)"
     )

@@ -154,6 +154,20 @@ def transformer_overrides(
     return kw
 
 
+def moe_fusion_overrides(cfg: TrainConfig, *, te_layers: bool) -> dict[str, bool]:
+    """`TransformerConfig` fields of an MoE model's fused kernels: TE's token permute/unpermute
+    and its fused top-k router (same routing and aux-loss scores, fewer kernels and host syncs).
+    On by default with the TE spec; asking for them without TE layers is an error."""
+    want = cfg.megatron.moe_fusions
+    if want and not te_layers:
+        raise TrainConfigError(
+            "megatron.moe_fusions needs Transformer Engine layers (spec 'te'); they are not used "
+            "here — leave it unset or set it to false"
+        )
+    on = te_layers if want is None else want
+    return {"moe_permute_fusion": on, "moe_router_fusion": on}
+
+
 def wants_te_only_wgrad_fusion(cfg: TrainConfig, *, te_layers: bool) -> bool:
     """Weight-gradient accumulation fused in the TE layers only: the TE spec, the option not
     switched off, and megatron's config fusion off (no APEX for the output layer)."""
@@ -451,6 +465,7 @@ class MegatronTrainer:
                 if (self.spec == "te" and cfg.megatron.moe_grouped_gemm)
                 else ("sequential")
             )
+            overrides.update(moe_fusion_overrides(cfg, te_layers=self.spec == "te"))
         vpp = p.virtual_pipeline_model_parallel_size
         chunks = []
         for vp in range(vpp or 1):
