@@ -19,6 +19,8 @@ One GPU:
 - `moe`: a small MoE (8 experts, top-2, aux + z loss), 30 steps, the loss falls.
 - `local_spec`: megatron's local (non-TE) layers, 20 steps.
 - `fp8_delayed`, `fp8_current`: FP8 GEMMs (TE only), 30 steps, the loss falls.
+- `fp8_primary`: delayed scaling with the weights kept in FP8 (`fp8.primary_weights`), stopped
+  at step 20 and resumed to 30: the loss falls, the checkpoint of FP8 weights loads.
 - `cuda_graphs`: the dense run with megatron's per-layer CUDA graphs (graph-safe RNG tracker,
   checkpoints at 20 and 40): the loss falls; loss difference to `dense` reported.
 Two or more GPUs (skipped otherwise, reported as such):
@@ -254,6 +256,33 @@ def main() -> None:
                 continue
             cfg = config(root, shards, name, fp8={"recipe": recipe}, schedule={"train_steps": 30})
             checks[name] = check_run(root, cfg, name)
+        if on("fp8_primary"):
+            if not te:
+                checks["fp8_primary"] = {
+                    "ok": None,
+                    "skipped": "Transformer Engine does not import",
+                }
+            else:
+                fp8 = {"recipe": "delayed", "primary_weights": True}
+                cfg = config(root, shards, "fp8w", fp8=fp8, schedule={"train_steps": 30})
+                t = time.perf_counter()
+                p1 = vla_train(["run", "--config", str(cfg), "--steps", "20"])
+                p2 = vla_train(["resume", "--config", str(cfg)])
+                ls = losses(root / "fp8w")
+                checks["fp8_primary"] = {
+                    "ok": p1.returncode == 0
+                    and p2.returncode == 0
+                    and len(ls) == 30
+                    and all(math.isfinite(x) for x in ls)
+                    and ls[-1] < ls[0] - 1.0,
+                    "steps": len(ls),
+                    "loss_first": ls[0] if ls else None,
+                    "loss_last": ls[-1] if ls else None,
+                    "wall_s": round(time.perf_counter() - t, 1),
+                }
+                if not checks["fp8_primary"]["ok"]:
+                    log = p1.stderr + p2.stdout + p2.stderr
+                    checks["fp8_primary"]["log_tail"] = log[-2500:]
         multi = ("tp2", "ep2", "tp2_to_tp1")
         if gpus < 2:
             for name in multi:

@@ -6,7 +6,7 @@
 #                (or `... stage2`: TE chunk 2 only)
 #   carry .te3:  bash packages/vla-train/gpu/run_on_device.sh te      # TE built; engine checks
 #   (no carry):  bash packages/vla-train/gpu/run_on_device.sh bench [VARIANTS [--profile V,..]]
-#   (no carry):  bash packages/vla-train/gpu/run_on_device.sh moe [LAYERS]   # EP = GPUs here
+#   (no carry):  bash packages/vla-train/gpu/run_on_device.sh moe [LAYERS [ARGS..]]  # EP = GPUs here
 # Results go to $OUT as JSON.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 CUDA_DEVICE_MAX_CONNECTIONS=1
@@ -27,14 +27,15 @@ case "${1:-}" in
     bash packages/vla-model/gpu/te_setup.sh 3 || exit 1
     PYTHONPATH=/tmp/site python3 packages/vla-train/gpu/megatron_engine_gpu.py \
       --out "$OUT/megatron_engine_gpu_te.json" \
-      --only dense,resume,resume_paopt,cuda_graphs,document_mask,moe,fp8_delayed,fp8_current;;
+      --only dense,resume,resume_paopt,cuda_graphs,document_mask,moe,fp8_delayed,fp8_current,fp8_primary;;
   moe)    # a reduced-depth vla-10b-moe: EP = the GPUs here (TE needed: grouped GEMM)
     n=$(nvidia-smi -L | wc -l)
     PYTHONPATH=/tmp/site:$SRC python3 -m torch.distributed.run --nproc_per_node "$n" \
-      packages/vla-train/bench/megatron_moe.py --ep "$n" --layers "${2:-8}" --out "$OUT/megatron_moe_ep$n.json";;
+      packages/vla-train/bench/megatron_moe.py --ep "$n" --layers "${2:-8}" \
+      --out "$OUT/megatron_moe_ep$n${3:+_$(echo "${@:3}" | tr -dc 'a-z0-9')}.json" "${@:3}";;
   bench)
     PYTHONPATH=/tmp/site:$SRC python3 packages/vla-train/bench/megatron_mfu.py \
       --out "$OUT/megatron_mfu.json" --variants "${2:-anchor,bf16,fp8-delayed,bf16-unfused}" \
       --steps 15 --skip 5 "${@:3}";;
-  *) echo "usage: run_on_device.sh local|stage2|torch|te|moe [LAYERS]|bench [VARIANTS [--profile V,..]]"; exit 2;;
+  *) echo "usage: run_on_device.sh local|stage2|torch|te|moe [LAYERS [ARGS..]]|bench [VARIANTS [--profile V,..]]"; exit 2;;
 esac

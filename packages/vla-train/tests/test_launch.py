@@ -182,9 +182,14 @@ def test_dp_is_world_over_tp_pp_cp() -> None:
         (config(fp8={"recipe": "tensorwise"}), 2, ["fp8.recipe", "recipe = 'current'"]),
         (config(fp8={"recipe": "fp4"}), 2, ["fp8.recipe: Input should be 'none', 'delayed'"]),
         (
-            config(fp8={"recipe": "delayed"}, precision="fp32"),
+            config(fp8={"recipe": "current"}, precision="fp32"),
             2,
             ["fp8 needs precision 'auto' or 'bf16'"],
+        ),
+        (
+            config(fp8={"recipe": "delayed"}),  # the template keeps first/last layers in BF16
+            2,
+            ["fp8: first_last_layers_bf16 works with recipe 'current' only"],
         ),
         (config(**par(tp=0)), 2, ["parallel.tensor_model_parallel_size: Input should be greater"]),
         (

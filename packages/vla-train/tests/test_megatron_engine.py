@@ -183,14 +183,17 @@ def test_overrides_parallel_sizes() -> None:
     ("recipe", "megatron_recipe"), [("delayed", "delayed"), ("current", "tensorwise")]
 )
 def test_overrides_fp8(recipe: str, megatron_recipe: str) -> None:
-    fp8 = {"recipe": recipe, "first_last_layers_bf16": True, "amax_history_len": 16}
+    first_last = recipe == "current"  # megatron refuses BF16 first/last layers when delayed
+    fp8 = {"recipe": recipe, "first_last_layers_bf16": first_last, "amax_history_len": 16}
     kw = transformer_overrides(cfg_of(fp8=fp8), have_te=True)
     assert kw["fp8"] == "hybrid" and kw["fp8_recipe"] == megatron_recipe
     assert (kw["fp8_amax_history_len"], kw["fp8_amax_compute_algo"]) == (16, "max")
-    assert kw["first_last_layers_bf16"] is True
+    assert kw["first_last_layers_bf16"] is first_last and kw["fp8_param"] is False
     assert (kw["num_layers_at_start_in_bf16"], kw["num_layers_at_end_in_bf16"]) == (1, 1)
     kw = transformer_overrides(cfg_of(fp8={"recipe": recipe, "format": "e4m3"}), have_te=True)
     assert kw["fp8"] == "e4m3" and kw["first_last_layers_bf16"] is False
+    primary = cfg_of(fp8={"recipe": recipe, "primary_weights": True})
+    assert transformer_overrides(primary, have_te=True)["fp8_param"] is True
 
 
 def test_overrides_recompute() -> None:
@@ -749,6 +752,18 @@ def test_model_state_keys_are_the_models_own_inside_ddp_and_float16_wrappers() -
             ["fp8 needs precision 'auto' or 'bf16'"],
         ),
         ({"fp8": {"recipe": "tensorwise"}}, ["fp8.recipe: Input should be 'none', 'delayed'"]),
+        (
+            {"fp8": {"recipe": "delayed", "first_last_layers_bf16": True}},
+            ["fp8: first_last_layers_bf16 works with recipe 'current' only"],
+        ),
+        ({"fp8": {"primary_weights": True}}, ["fp8: primary_weights needs a recipe"]),
+        (
+            {
+                "parallel": {"use_distributed_optimizer": False},
+                "fp8": {"recipe": "current", "primary_weights": True},
+            },
+            ["fp8.primary_weights needs parallel.use_distributed_optimizer"],
+        ),
         (
             {"parallel": {"recompute_granularity": "partial"}},
             ["parallel.recompute_granularity: Input should be 'none', 'selective' or 'full'"],

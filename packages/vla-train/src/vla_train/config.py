@@ -26,7 +26,8 @@ eod_id = 0                       # optional when vocab_layout has <|endoftext|>
 [guards]      max_skipped_steps, spike_factor, spike_window
 [parallel]    megatron engine: tensor/pipeline/virtual/context/expert parallel sizes,
               sequence_parallel, use_distributed_optimizer, overlap_grad_reduce, ...
-[fp8]         megatron engine: recipe = "none" | "delayed" | "current", first_last_layers_bf16
+[fp8]         megatron engine: recipe = "none" | "delayed" | "current", first_last_layers_bf16,
+              primary_weights
 [megatron]    megatron engine: spec, recompute, fusions, MoE token dispatcher
 ```
 Relative paths are resolved against the TOML file's folder.
@@ -248,9 +249,29 @@ class FP8Section(_Strict):
     )
     amax_history_len: int = Field(default=1024, ge=1)
     amax_compute_algo: Literal["max", "most_recent"] = "max"
-    first_last_layers_bf16: bool = False
+    first_last_layers_bf16: bool = Field(
+        default=False, description="current scaling only (megatron refuses it with delayed)"
+    )
     num_layers_at_start_in_bf16: int = Field(default=1, ge=0)
     num_layers_at_end_in_bf16: int = Field(default=1, ge=0)
+    primary_weights: bool = Field(
+        default=False,
+        description="keep the BF16 model weights in FP8 (megatron's fp8_param): no per-step "
+        "weight cast, half the bytes in the distributed optimizer's param all-gather; the FP32 "
+        "master weights stay in the optimizer. Needs use_distributed_optimizer",
+    )
+
+    @model_validator(mode="after")
+    def _supported(self) -> FP8Section:
+        if self.recipe == "delayed" and self.first_last_layers_bf16:
+            raise ValueError(
+                "first_last_layers_bf16 works with recipe 'current' only: megatron-core "
+                "refuses BF16 first/last layers under delayed scaling (one amax reduction spans "
+                "the whole model)"
+            )
+        if self.primary_weights and self.recipe == "none":
+            raise ValueError("primary_weights needs a recipe ('delayed' or 'current')")
+        return self
 
 
 class MegatronSection(_Strict):
@@ -335,6 +356,11 @@ class TrainConfig(_Strict):
                 )
         if self.engine == "megatron" and self.fp8.recipe != "none" and self.precision == "fp32":
             raise ValueError("fp8 needs precision 'auto' or 'bf16' (FP8 GEMMs, BF16 elsewhere)")
+        if self.fp8.primary_weights and not self.parallel.use_distributed_optimizer:
+            raise ValueError(
+                "fp8.primary_weights needs parallel.use_distributed_optimizer (its FP32 master "
+                "weights are cast into the FP8 weights after each step)"
+            )
         return self
 
     def accumulation_steps(self, world_size: int) -> int:

@@ -36,7 +36,7 @@ use_distributed_optimizer = true
 # recompute_granularity = "selective"          # "none" (default) | "selective" | "full"
 [fp8]
 recipe = "none"                # "none" | "delayed" | "current" (megatron's "tensorwise")
-first_last_layers_bf16 = true
+first_last_layers_bf16 = true  # used by "current"; set false for "delayed"
 ```
 
 Memory model (what `memory_per_gpu` assumes, and how CP is folded in): BF16 weights, FP32

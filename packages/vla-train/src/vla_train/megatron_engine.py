@@ -150,6 +150,7 @@ def transformer_overrides(
             first_last_layers_bf16=f.first_last_layers_bf16,
             num_layers_at_start_in_bf16=f.num_layers_at_start_in_bf16,
             num_layers_at_end_in_bf16=f.num_layers_at_end_in_bf16,
+            fp8_param=f.primary_weights,
         )
     return kw
 
@@ -493,6 +494,7 @@ class MegatronTrainer:
             overlap_grad_reduce=p.overlap_grad_reduce,
             overlap_param_gather=p.overlap_param_gather,
             use_distributed_optimizer=p.use_distributed_optimizer,
+            fp8_param_gather=cfg.fp8.primary_weights,
             check_for_nan_in_grad=False,
             bucket_size=None if not p.overlap_grad_reduce else 40_000_000,
         )
