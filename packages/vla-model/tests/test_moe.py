@@ -215,3 +215,13 @@ def test_block_losses_carry_coefficients_and_gradients(balancing: str) -> None:
     torch.testing.assert_close(losses["z_loss"], 0.001 * router_z_loss(logits))
     sum(losses.values()).backward()
     assert block.router.weight.grad is not None and block.router.weight.grad.abs().sum() > 0
+
+
+def test_expert_bias_choice_is_made_in_fp32_with_bf16_scores() -> None:
+    # a bias step (rate 1e-3) is below BF16's resolution at 0.5 (2**-8): cast to BF16 it would
+    # leave a tie; megatron-core adds the FP32 bias to the scores in FP32
+    scores = torch.tensor([[0.5, 0.5, 0.25]], dtype=torch.bfloat16)
+    bias = torch.tensor([0.0, 1e-3, 0.0])
+    w, idx = select_topk(scores, 1, normalize=False, expert_bias=bias)
+    assert idx.tolist() == [[1]]
+    assert w.dtype == torch.bfloat16 and float(w) == 0.5

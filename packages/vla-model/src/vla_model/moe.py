@@ -41,9 +41,11 @@ def select_topk(
     """Pick k experts per token; return `(weights, indices)`, both `[tokens, k]`.
 
     `expert_bias` shifts the scores for the choice only; the weights are the unbiased scores of
-    the chosen experts (renormalised to sum 1 when `normalize`).
+    the chosen experts (renormalised to sum 1 when `normalize`). The biased choice is made in the
+    wider of the two dtypes (FP32 bias + BF16 scores: FP32), as megatron-core does: the bias
+    moves in steps of the update rate, finer than BF16 resolves.
     """
-    choice = scores if expert_bias is None else scores + expert_bias.to(scores.dtype)
+    choice = scores if expert_bias is None else scores + expert_bias
     indices = torch.topk(choice, top_k, dim=-1).indices
     weights = scores.gather(-1, indices)
     if normalize:
