@@ -14,7 +14,8 @@ One GPU:
   steps 21..40 must equal the uninterrupted run's (max abs diff reported; bit-identical is the
   expectation with deterministic kernels, bf16 tolerance is accepted).
 - `resume_paopt` (TE only): the same with the precision-aware optimizer (TE's FusedAdam keeps
-  the FP32 master weights as remainders of the BF16 params).
+  the FP32 master weights as remainders of the BF16 params), against an uninterrupted run with
+  that optimizer (its distance to the default optimizer over steps 1-20 reported apart).
 - `document_mask`: packed documents kept apart (THD packed sequences with TE, block mask local).
 - `moe`: a small MoE (8 experts, top-2, aux + z loss), 30 steps, the loss falls.
 - `local_spec`: megatron's local (non-TE) layers, 20 steps.
@@ -202,9 +203,13 @@ def main() -> None:
                 continue
             cfg = config(root, shards, name, **over)
             t = time.perf_counter()
+            reference = "dense"  # the same run, uninterrupted
+            if over:
+                reference = f"{name}_uninterrupted"
+                vla_train(["run", "--config", str(config(root, shards, reference, **over))])
             p1 = vla_train(["run", "--config", str(cfg), "--steps", "20"])
             p2 = vla_train(["resume", "--config", str(cfg)])
-            a, b = losses(root / "dense"), losses(root / name)
+            a, b = losses(root / reference), losses(root / name)
             diff = max((abs(x - y) for x, y in zip(a, b, strict=False)), default=float("inf"))
             checks[name] = {
                 "ok": p1.returncode == 0 and p2.returncode == 0 and len(b) == 40 and diff < 2e-2,
@@ -213,6 +218,12 @@ def main() -> None:
                 "bit_identical": a == b,
                 "wall_s": round(time.perf_counter() - t, 1),
             }
+            if over:  # how far the optimizer variant itself is from the default one
+                d = losses(root / "dense")
+                checks[name]["max_abs_loss_diff_vs_default_optimizer_steps_1_20"] = max(
+                    (abs(x - y) for x, y in zip(d[:20], b[:20], strict=False)),
+                    default=float("inf"),
+                )
             if not checks[name]["ok"]:
                 checks[name]["log_tail"] = (p1.stderr + p2.stdout + p2.stderr)[-2500:]
         if on("cuda_graphs"):  # per-layer CUDA graphs, checkpoints at 20 and 40 (RNG saved)
