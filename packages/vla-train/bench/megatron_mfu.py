@@ -75,6 +75,11 @@ VARIANTS = {
         "global": 16,
         "fp8": {"recipe": "delayed", "primary_weights": True},
     },
+    "fp8-delayed-mb4-accum4-attn": {
+        "micro": 4,
+        "global": 16,
+        "fp8": {"recipe": "delayed", "attention": True},
+    },
     "fp8-current": {"fp8": {"recipe": "current"}},
 }
 ANCHORS = {"anchor": 1, "anchor-accum4": 4}  # micro-batches per optimizer step
@@ -333,6 +338,7 @@ def main() -> None:
         ("fp8-delayed-mb4-graphs", "bf16-mb4-graphs"),
         ("fp8-delayed-mb4-fp8w", "bf16-mb4"),
         ("fp8-delayed-mb4-accum4-fp8w", "bf16-mb4-accum4"),
+        ("fp8-delayed-mb4-accum4-attn", "bf16-mb4-accum4"),
     ):
         if fp8 in by and bf16 in by:
             ratios[f"{fp8}_vs_{bf16}"] = by[fp8]["tokens_per_s"] / by[bf16]["tokens_per_s"]

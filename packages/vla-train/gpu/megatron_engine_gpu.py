@@ -19,7 +19,8 @@ One GPU:
 - `document_mask`: packed documents kept apart (THD packed sequences with TE, block mask local).
 - `moe`: a small MoE (8 experts, top-2, aux + z loss), 30 steps, the loss falls.
 - `local_spec`: megatron's local (non-TE) layers, 20 steps.
-- `fp8_delayed`, `fp8_current`: FP8 GEMMs (TE only), 30 steps, the loss falls.
+- `fp8_delayed`, `fp8_current`: FP8 GEMMs (TE only), 30 steps, the loss falls;
+  `fp8_attention`: delayed scaling with FP8 dot-product attention too.
 - `fp8_primary`: delayed scaling with the weights kept in FP8 (`fp8.primary_weights`), stopped
   at step 20 and resumed to 30: the loss falls, the checkpoint of FP8 weights loads.
 - `cuda_graphs`: the dense run with megatron's per-layer CUDA graphs (graph-safe RNG tracker,
@@ -258,14 +259,18 @@ def main() -> None:
                 root, shards, "local", megatron={"spec": "local"}, schedule={"train_steps": 20}
             )
             checks["local_spec"] = check_run(root, cfg, "local", fall=0.5)
-        for recipe in ("delayed", "current"):
-            name = f"fp8_{recipe}"
+        fp8_runs = {
+            "fp8_delayed": {"recipe": "delayed"},
+            "fp8_current": {"recipe": "current"},
+            "fp8_attention": {"recipe": "delayed", "attention": True},
+        }
+        for name, fp8 in fp8_runs.items():
             if not on(name):
                 continue
             if not te:
                 checks[name] = {"ok": None, "skipped": "Transformer Engine does not import"}
                 continue
-            cfg = config(root, shards, name, fp8={"recipe": recipe}, schedule={"train_steps": 30})
+            cfg = config(root, shards, name, fp8=fp8, schedule={"train_steps": 30})
             checks[name] = check_run(root, cfg, name)
         if on("fp8_primary"):
             if not te:

@@ -192,8 +192,10 @@ def test_overrides_fp8(recipe: str, megatron_recipe: str) -> None:
     assert (kw["num_layers_at_start_in_bf16"], kw["num_layers_at_end_in_bf16"]) == (1, 1)
     kw = transformer_overrides(cfg_of(fp8={"recipe": recipe, "format": "e4m3"}), have_te=True)
     assert kw["fp8"] == "e4m3" and kw["first_last_layers_bf16"] is False
-    primary = cfg_of(fp8={"recipe": recipe, "primary_weights": True})
-    assert transformer_overrides(primary, have_te=True)["fp8_param"] is True
+    assert kw["fp8_dot_product_attention"] is False
+    primary = cfg_of(fp8={"recipe": recipe, "primary_weights": True, "attention": True})
+    kw = transformer_overrides(primary, have_te=True)
+    assert kw["fp8_param"] is True and kw["fp8_dot_product_attention"] is True
 
 
 def test_overrides_recompute() -> None:
@@ -757,6 +759,7 @@ def test_model_state_keys_are_the_models_own_inside_ddp_and_float16_wrappers() -
             ["fp8: first_last_layers_bf16 works with recipe 'current' only"],
         ),
         ({"fp8": {"primary_weights": True}}, ["fp8: primary_weights needs a recipe"]),
+        ({"fp8": {"attention": True}}, ["fp8: attention needs a recipe"]),
         (
             {
                 "parallel": {"use_distributed_optimizer": False},

@@ -27,7 +27,7 @@ eod_id = 0                       # optional when vocab_layout has <|endoftext|>
 [parallel]    megatron engine: tensor/pipeline/virtual/context/expert parallel sizes,
               sequence_parallel, use_distributed_optimizer, overlap_grad_reduce, ...
 [fp8]         megatron engine: recipe = "none" | "delayed" | "current", first_last_layers_bf16,
-              primary_weights
+              attention, primary_weights
 [megatron]    megatron engine: spec, recompute, fusions, MoE token dispatcher
 ```
 Relative paths are resolved against the TOML file's folder.
@@ -254,6 +254,11 @@ class FP8Section(_Strict):
     )
     num_layers_at_start_in_bf16: int = Field(default=1, ge=0)
     num_layers_at_end_in_bf16: int = Field(default=1, ge=0)
+    attention: bool = Field(
+        default=False,
+        description="FP8 dot-product attention too (TE/cuDNN fused attention; megatron's "
+        "fp8_dot_product_attention): faster attention, coarser softmax inputs",
+    )
     primary_weights: bool = Field(
         default=False,
         description="keep the BF16 model weights in FP8 (megatron's fp8_param): no per-step "
@@ -269,8 +274,9 @@ class FP8Section(_Strict):
                 "refuses BF16 first/last layers under delayed scaling (one amax reduction spans "
                 "the whole model)"
             )
-        if self.primary_weights and self.recipe == "none":
-            raise ValueError("primary_weights needs a recipe ('delayed' or 'current')")
+        for name in ("primary_weights", "attention"):
+            if getattr(self, name) and self.recipe == "none":
+                raise ValueError(f"{name} needs a recipe ('delayed' or 'current')")
         return self
 
 

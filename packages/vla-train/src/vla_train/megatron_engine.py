@@ -151,6 +151,7 @@ def transformer_overrides(
             num_layers_at_start_in_bf16=f.num_layers_at_start_in_bf16,
             num_layers_at_end_in_bf16=f.num_layers_at_end_in_bf16,
             fp8_param=f.primary_weights,
+            fp8_dot_product_attention=f.attention,
         )
     return kw
 
