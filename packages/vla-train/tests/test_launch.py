@@ -352,6 +352,20 @@ def test_data_parallel_bytes() -> None:
     assert data_parallel_bytes(1e9, 4, grad_bytes=2, distributed_optimizer=False) == 0.75e9 * 4
 
 
+def test_data_parallel_sync_with_fp8_weights_gathers_fewer_bytes() -> None:
+    bf16 = make_plan(config(), 4, 8)
+    fp8w = make_plan(config(fp8={"recipe": "current", "primary_weights": True}), 4, 8)
+    dense = bf16["memory"]["bytes"]["dense_params"]
+    tables = 2 * 152064 * 2048  # vla-1b-dense: untied embedding + output layer stay BF16
+    ring = 31 / 32
+    assert bf16["throughput"]["data_parallel"]["bytes_per_gpu_per_step"] == pytest.approx(
+        ring * dense * (4 + 2), rel=1e-6
+    )
+    assert fp8w["throughput"]["data_parallel"]["bytes_per_gpu_per_step"] == pytest.approx(
+        ring * (dense * 4 + 2 * tables + (dense - tables)), rel=1e-6
+    )
+
+
 def test_data_parallel_sync_warns_when_exposed() -> None:
     multi = config(**{"parallel": {"overlap_grad_reduce": False}})
     plan = make_plan(multi, 4, 8)  # DP 32 over 4 nodes

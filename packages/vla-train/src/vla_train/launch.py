@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import importlib.resources
 import json
+import math
 import os
 import re
 import shlex
@@ -167,18 +168,34 @@ def memory_recompute(cfg: TrainConfig) -> str:
 
 
 def data_parallel_bytes(
-    params: float, group: int, *, grad_bytes: int, distributed_optimizer: bool
+    params: float,
+    group: int,
+    *,
+    grad_bytes: int,
+    distributed_optimizer: bool,
+    param_bytes: float = 2.0,
 ) -> float:
     """Bytes one GPU sends per optimizer step to keep `params` (its share of the model)
     in sync over a data-parallel group of `group` ranks with ring collectives: reduce-scatter
-    of the gradients + all-gather of the BF16 params (distributed optimizer), or an
-    all-reduce of the gradients (2x a reduce-scatter)."""
+    of the gradients + all-gather of the params (distributed optimizer; `param_bytes` each:
+    2 for BF16, less where weights are kept in FP8), or an all-reduce of the gradients (2x a
+    reduce-scatter)."""
     if group <= 1:
         return 0.0
     ring = (group - 1) / group
     if distributed_optimizer:
-        return ring * params * (grad_bytes + 2)
+        return ring * params * (grad_bytes + param_bytes)
     return 2 * ring * params * grad_bytes
+
+
+def fp8_weight_param_bytes(mcfg: Any, mem: Any, tp: int, pp: int) -> float:
+    """Mean bytes per dense param in the all-gather with `fp8.primary_weights`: the layers'
+    GEMM weights travel in FP8 (1 byte), the embedding and output layer of the most loaded
+    stage stay BF16 (norms and other small tables are counted as FP8)."""
+    vocab_shard = math.ceil(mcfg.vocab_size / tp) * mcfg.hidden_size
+    tables = (mem.stage == 0) + (mem.stage == pp - 1 and (not mcfg.tie_embeddings or pp > 1))
+    bf16 = min(vocab_shard * tables, mem.dense_params)
+    return (2 * bf16 + (mem.dense_params - bf16)) / max(mem.dense_params, 1)
 
 
 def make_plan(
@@ -355,10 +372,19 @@ def make_plan(
         dist_opt = p.use_distributed_optimizer
     else:  # torch DDP: fp32 gradients all-reduced
         grad_bytes, dist_opt = 4, False
+    fp8_weights = cfg.engine == "megatron" and cfg.fp8.primary_weights
     traffic = data_parallel_bytes(
-        mem.dense_params, dp * cp, grad_bytes=grad_bytes, distributed_optimizer=dist_opt
+        mem.dense_params,
+        dp * cp,
+        grad_bytes=grad_bytes,
+        distributed_optimizer=dist_opt,
+        param_bytes=fp8_weight_param_bytes(mcfg, mem, tp, pp) if fp8_weights else 2.0,
     ) + data_parallel_bytes(
-        mem.expert_params, layout.expert_dp, grad_bytes=grad_bytes, distributed_optimizer=dist_opt
+        mem.expert_params,
+        layout.expert_dp,
+        grad_bytes=grad_bytes,
+        distributed_optimizer=dist_opt,
+        param_bytes=1.0 if fp8_weights else 2.0,
     )
     crosses_nodes = tp * cp * dp > gpus_per_node
     bandwidth = network_gb_per_s if crosses_nodes else NVLINK_GB_PER_S
