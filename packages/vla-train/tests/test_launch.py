@@ -64,7 +64,10 @@ def par(**kw) -> dict:
         "vpp": "virtual_pipeline_model_parallel_size",
         "sp": "sequence_parallel",
     }
-    return {"parallel": {names[k]: v for k, v in kw.items()}}
+    out: dict = {"parallel": {names[k]: v for k, v in kw.items()}}
+    if kw.get("cp", 1) > 1:  # CP splits packed rows: no per-document attention masks
+        out["data"] = {"shards": "data/tokens", "document_mask": False}
+    return out
 
 
 def to_toml(cfg: dict) -> str:

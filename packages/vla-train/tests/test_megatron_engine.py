@@ -303,9 +303,20 @@ def test_moe_fusions_default_on_with_te_layers_only() -> None:
     ],
 )  # fmt: skip
 def test_good_layouts_give_the_dp_size(preset, parallel, world, gbs, dp) -> None:
-    cfg = cfg_of(preset, parallel=parallel, global_batch_size=gbs)
+    data = {"shards": "data/tokens", "document_mask": "context_parallel_size" not in parallel}
+    cfg = cfg_of(preset, parallel=parallel, global_batch_size=gbs, data=data)
     assert check_layout(cfg, world) == dp
     assert cfg.accumulation_steps(dp) == gbs // (2 * dp)
+
+
+def test_context_parallel_refuses_packed_document_masks() -> None:
+    # TE's CP keeps THD documents apart only when each is padded to a multiple of 2 x CP; the
+    # engine split packed rows with the plain BSHD chunking, so attention crossed documents
+    cp = {"context_parallel_size": 2}
+    with pytest.raises(TrainConfigError, match="context_parallel_size 2 with data.document_mask"):
+        check_layout(cfg_of(parallel=cp), 16)
+    plain = cfg_of(parallel=cp, data={"shards": "data/tokens", "document_mask": False})
+    assert check_layout(plain, 16) == 8
 
 
 @pytest.mark.parametrize(

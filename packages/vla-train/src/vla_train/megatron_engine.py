@@ -13,7 +13,8 @@ The same `TrainConfig`, data stream, schedule, loss and guards as the torch engi
   global batch divided by its loss tokens, as in the torch engine; MoE aux/z losses and the
   aux-loss-free expert bias are megatron's own (configured from the same `ModelConfig`);
 - packed documents stay apart (`data.document_mask`): THD packed sequences (cu_seqlens) with
-  the TE spec, an explicit block-causal mask with the local spec;
+  the TE spec, an explicit block-causal mask with the local spec; not with context parallelism
+  (refused: TE would need every document padded to a multiple of 2 x CP);
 - FP8 from `[fp8]` (delayed or current scaling; first/last layers optionally BF16);
 - checkpoints with megatron-core `dist_checkpointing` (torch_dist; model and optimizer are
   sharded state dicts, so a checkpoint saved at one TP/PP size loads at another) in the same
@@ -224,6 +225,15 @@ def check_layout(cfg: TrainConfig, world: int) -> int:
     cp = p.context_parallel_size
     if cp > 1 and cfg.seq_length % (2 * cp):
         problems.append(f"seq_length {cfg.seq_length} must be a multiple of 2 x CP = {2 * cp}")
+    if cp > 1 and cfg.data.document_mask and cfg.data.reset_position_ids:
+        problems.append(
+            f"context_parallel_size {cp} with data.document_mask: context parallelism splits "
+            "a packed row into 2 x CP chunks, and TE keeps packed documents apart under it only "
+            f"when every document is padded to a multiple of 2 x CP = {2 * cp} tokens, which "
+            "this data path does not do (attention would cross documents silently); set "
+            "data.document_mask = false (documents attend within the whole row, as in "
+            "Megatron-LM's default pretraining) or context_parallel_size = 1"
+        )
     if p.sequence_parallel and cfg.seq_length % tp:
         problems.append(f"sequence parallel: seq_length {cfg.seq_length} not divisible by TP={tp}")
     dp = max(world // mp, 1)
