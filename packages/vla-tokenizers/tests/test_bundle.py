@@ -127,6 +127,19 @@ def test_version_and_digest_pinning(bundle_dir, tmp_path):
         TokenizerBundle.load(path)
 
 
+def test_source_date_epoch_makes_the_digest_reproducible(bundle_dir, tmp_path, monkeypatch):
+    bundle = TokenizerBundle.load(bundle_dir)  # its own copy: save() re-points path and digest
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1767225600")
+    a = bundle.save(tmp_path / "a")
+    b = bundle.save(tmp_path / "b")
+    assert a == b
+    m = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert m["created"] == "2026-01-01T00:00:00+00:00"
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
+    with pytest.raises(BundleError, match="SOURCE_DATE_EPOCH='yesterday'"):
+        bundle.save(tmp_path / "c")
+
+
 def test_model_vocab_check(bundle):
     bundle.check_model_vocab(bundle.layout.vocab_size)
     with pytest.raises(BundleError, match="smaller"):

@@ -15,7 +15,9 @@ manifest.json               bundle version, package version, sizes, SHA-256 and 
 that the files agree with each other (text vocabulary size and special tokens vs the layout,
 added_tokens.json, stats vs range sizes); any failure raises `BundleError` naming the file.
 `digest` (SHA-256 of manifest.json) pins a bundle: `load(path, expect_digest=...)` refuses
-any other. Files not in the manifest are ignored (a release folder holds model files too).
+any other. The manifest's `created` time is `SOURCE_DATE_EPOCH` when that is set (the
+reproducible-builds convention), so the same files saved twice give the same digest.
+Files not in the manifest are ignored (a release folder holds model files too).
 """
 
 from __future__ import annotations
@@ -95,6 +97,18 @@ class BundleManifest(BaseModel):
     vocab_size: int
     text_size: int
     files: dict[str, FileEntry]
+
+
+def _created_time() -> str:
+    """Now, or `SOURCE_DATE_EPOCH` (seconds since 1970, UTC) when set: reproducible digests."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch is None:
+        return datetime.now(UTC).isoformat(timespec="seconds")
+    try:
+        when = datetime.fromtimestamp(int(epoch), UTC)
+    except (ValueError, OverflowError, OSError) as e:
+        raise BundleError(f"SOURCE_DATE_EPOCH={epoch!r} is not a Unix time in seconds") from e
+    return when.isoformat(timespec="seconds")
 
 
 def _sha(data: bytes) -> str:
@@ -315,7 +329,7 @@ class TokenizerBundle:
         manifest = BundleManifest(
             bundle_version=BUNDLE_VERSION,
             package_version=__version__,
-            created=datetime.now(UTC).isoformat(timespec="seconds"),
+            created=_created_time(),
             vocab_size=self.layout.vocab_size,
             text_size=self.layout.text_size,
             files={n: FileEntry(sha256=_sha(b), bytes=len(b)) for n, b in sorted(files.items())},
