@@ -270,8 +270,11 @@ def main() -> None:
             if not te:
                 checks[name] = {"ok": None, "skipped": "Transformer Engine does not import"}
                 continue
-            cfg = config(root, shards, name, fp8=fp8, schedule={"train_steps": 30})
-            checks[name] = check_run(root, cfg, name)
+            over: dict = {"fp8": fp8, "schedule": {"train_steps": 30}}
+            if fp8.get("attention"):  # cuDNN's FP8 attention kernels: head_dim 64 (or 128)
+                heads = {"num_attention_heads": 4, "num_kv_heads": 2, "head_dim": 64}
+                over["model"] = {"preset": "tiny-dense", "overrides": {**SMALL, **heads}}
+            checks[name] = check_run(root, config(root, shards, name, **over), name)
         if on("fp8_primary"):
             if not te:
                 checks["fp8_primary"] = {
