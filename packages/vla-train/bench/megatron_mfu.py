@@ -80,8 +80,33 @@ VARIANTS = {
         "global": 16,
         "fp8": {"recipe": "delayed", "attention": True},
     },
+    "fp8-delayed-mb4-accum4-graphs": {
+        "micro": 4,
+        "global": 16,
+        "fp8": {"recipe": "delayed"},
+        "megatron": {"cuda_graph_impl": "local"},
+    },
+    # every FP8 option at once: FP8 weights, FP8 attention
+    "fp8-delayed-mb4-accum4-all": {
+        "micro": 4,
+        "global": 16,
+        "fp8": {"recipe": "delayed", "primary_weights": True, "attention": True},
+    },
     "fp8-current": {"fp8": {"recipe": "current"}},
 }
+FP8_VS_BF16 = (  # (FP8 variant, the BF16 variant it is compared with)
+    ("fp8-delayed-mb4-accum4", "bf16-mb4-accum4"),
+    ("fp8-delayed", "bf16"),
+    ("fp8-current", "bf16"),
+    ("fp8-delayed-mb4", "bf16-mb4"),
+    ("fp8-delayed-mb4-graphs", "bf16-mb4-graphs"),
+    ("fp8-delayed-mb4-fp8w", "bf16-mb4"),
+    ("fp8-delayed-mb4-accum4-fp8w", "bf16-mb4-accum4"),
+    ("fp8-delayed-mb4-accum4-attn", "bf16-mb4-accum4"),
+    ("fp8-delayed-mb4-accum4-all", "bf16-mb4-accum4"),
+    ("fp8-delayed-mb4-accum4-graphs", "bf16-mb4-accum4-graphs"),
+    ("fp8-delayed-mb4-accum4-graphs", "bf16-mb4-accum4"),
+)
 ANCHORS = {"anchor": 1, "anchor-accum4": 4}  # micro-batches per optimizer step
 
 
@@ -219,6 +244,28 @@ def profile_steps(run_steps, steps: int = 2) -> dict:
     return table
 
 
+def variant_config(name: str, tmp: Path, eod: int, seq: int, steps: int, micro: int) -> dict:
+    """The TrainConfig dict of one of our VARIANTS over the shards in `tmp`."""
+    v = VARIANTS[name]
+    micro = v.get("micro", micro)
+    return {
+        "out_dir": str(tmp / "run"),
+        "engine": "megatron",
+        "seq_length": seq,
+        "micro_batch_size": micro,
+        "global_batch_size": v.get("global", micro),  # sequences per optimizer step
+        "model": {"preset": "vla-1b-dense"},
+        "data": {"shards": str(tmp), "eod_id": eod, "document_mask": False},
+        "optimizer": {"lr": 1e-4, "min_lr": 1e-5},
+        "schedule": {"train_steps": steps + 2, "warmup_steps": 2},
+        "checkpoint": {"every": 10**6, "save_final": False},
+        "logging": {"tensorboard": False, "progress": False},
+        "parallel": {"use_distributed_optimizer": True, **v.get("parallel", {})},
+        "fp8": v.get("fp8", {}),
+        "megatron": {"manual_gc_interval": 50, **v.get("megatron", {})},
+    }
+
+
 def run_ours(args, name: str) -> dict:
     """The megatron engine through `vla-train run` on random token shards."""
     import torch
@@ -234,24 +281,7 @@ def run_ours(args, name: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         eod = write_random_shards(tmp, mcfg.vocab_size, (args.steps + 2) * batch * args.seq * 2)
-        cfg = TrainConfig.from_dict(
-            {
-                "out_dir": str(tmp / "run"),
-                "engine": "megatron",
-                "seq_length": args.seq,
-                "micro_batch_size": micro,
-                "global_batch_size": batch,
-                "model": {"preset": "vla-1b-dense"},
-                "data": {"shards": str(tmp), "eod_id": eod, "document_mask": False},
-                "optimizer": {"lr": 1e-4, "min_lr": 1e-5},
-                "schedule": {"train_steps": args.steps + 2, "warmup_steps": 2},
-                "checkpoint": {"every": 10**6, "save_final": False},
-                "logging": {"tensorboard": False, "progress": False},
-                "parallel": {"use_distributed_optimizer": True, **v.get("parallel", {})},
-                "fp8": v.get("fp8", {}),
-                "megatron": {"manual_gc_interval": 50, **v.get("megatron", {})},
-            }
-        )
+        cfg = TrainConfig.from_dict(variant_config(name, tmp, eod, args.seq, args.steps, micro))
         trainer = MegatronTrainer(cfg, resume=False)
         trainer.train(stop_after=args.steps)
         profiled = None
@@ -330,16 +360,7 @@ def main() -> None:
     if "anchor" in by:
         for r in results:
             ratios[f"{r['variant']}_vs_anchor"] = r["tokens_per_s"] / by["anchor"]["tokens_per_s"]
-    for fp8, bf16 in (
-        ("fp8-delayed-mb4-accum4", "bf16-mb4-accum4"),
-        ("fp8-delayed", "bf16"),
-        ("fp8-current", "bf16"),
-        ("fp8-delayed-mb4", "bf16-mb4"),
-        ("fp8-delayed-mb4-graphs", "bf16-mb4-graphs"),
-        ("fp8-delayed-mb4-fp8w", "bf16-mb4"),
-        ("fp8-delayed-mb4-accum4-fp8w", "bf16-mb4-accum4"),
-        ("fp8-delayed-mb4-accum4-attn", "bf16-mb4-accum4"),
-    ):
+    for fp8, bf16 in FP8_VS_BF16:
         if fp8 in by and bf16 in by:
             ratios[f"{fp8}_vs_{bf16}"] = by[fp8]["tokens_per_s"] / by[bf16]["tokens_per_s"]
     out = {
