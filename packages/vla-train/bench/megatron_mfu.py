@@ -93,6 +93,9 @@ VARIANTS = {
         "fp8": {"recipe": "delayed", "primary_weights": True, "attention": True},
     },
     "fp8-current": {"fp8": {"recipe": "current"}},
+    # micro-batch 8 (fits an H200's 141 GB; the logits alone are 9.3 GiB in BF16)
+    "bf16-mb8-accum2": {"micro": 8, "global": 16},
+    "fp8-delayed-mb8-accum2": {"micro": 8, "global": 16, "fp8": {"recipe": "delayed"}},
 }
 FP8_VS_BF16 = (  # (FP8 variant, the BF16 variant it is compared with)
     ("fp8-delayed-mb4-accum4", "bf16-mb4-accum4"),
@@ -106,6 +109,7 @@ FP8_VS_BF16 = (  # (FP8 variant, the BF16 variant it is compared with)
     ("fp8-delayed-mb4-accum4-all", "bf16-mb4-accum4"),
     ("fp8-delayed-mb4-accum4-graphs", "bf16-mb4-accum4-graphs"),
     ("fp8-delayed-mb4-accum4-graphs", "bf16-mb4-accum4"),
+    ("fp8-delayed-mb8-accum2", "bf16-mb8-accum2"),
 )
 ANCHORS = {"anchor": 1, "anchor-accum4": 4}  # micro-batches per optimizer step
 

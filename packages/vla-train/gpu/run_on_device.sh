@@ -4,7 +4,7 @@
 #   carry .te1:  bash packages/vla-train/gpu/run_on_device.sh local   # megatron-core, local spec (+ resume)
 #   carry .te2:  bash packages/vla-train/gpu/run_on_device.sh torch   # TE chunk 2 + torch engine
 #                (or `... stage2`: TE chunk 2 only)
-#   carry .te3:  bash packages/vla-train/gpu/run_on_device.sh te      # TE built; engine checks
+#   carry .te3:  bash packages/vla-train/gpu/run_on_device.sh te [CHECKS]  # TE built; engine checks
 #   (no carry):  bash packages/vla-train/gpu/run_on_device.sh bench [VARIANTS [--profile V,..]]
 #   (no carry):  bash packages/vla-train/gpu/run_on_device.sh moe [LAYERS [ARGS..]]  # EP = GPUs here
 # Results go to $OUT as JSON.
@@ -27,7 +27,7 @@ case "${1:-}" in
     bash packages/vla-model/gpu/te_setup.sh 3 || exit 1
     PYTHONPATH=/tmp/site python3 packages/vla-train/gpu/megatron_engine_gpu.py \
       --out "$OUT/megatron_engine_gpu_te.json" \
-      --only dense,resume,resume_paopt,cuda_graphs,document_mask,moe,fp8_delayed,fp8_current,fp8_attention,fp8_primary;;
+      --only "${2:-dense,resume,resume_paopt,cuda_graphs,document_mask,moe,fp8_delayed,fp8_current,fp8_attention,fp8_primary}";;
   moe)    # a reduced-depth vla-10b-moe: EP = the GPUs here (TE needed: grouped GEMM)
     n=$(nvidia-smi -L | wc -l)
     PYTHONPATH=/tmp/site:$SRC python3 -m torch.distributed.run --nproc_per_node "$n" \
@@ -37,5 +37,5 @@ case "${1:-}" in
     PYTHONPATH=/tmp/site:$SRC python3 packages/vla-train/bench/megatron_mfu.py \
       --out "$OUT/megatron_mfu.json" --variants "${2:-anchor,bf16,fp8-delayed,bf16-unfused}" \
       --steps 15 --skip 5 "${@:3}";;
-  *) echo "usage: run_on_device.sh local|stage2|torch|te|moe [LAYERS [ARGS..]]|bench [VARIANTS [--profile V,..]]"; exit 2;;
+  *) echo "usage: run_on_device.sh local|stage2|torch|te [CHECKS]|moe [LAYERS [ARGS..]]|bench [VARIANTS [--profile V,..]]"; exit 2;;
 esac
