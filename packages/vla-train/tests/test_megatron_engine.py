@@ -2,7 +2,7 @@
 overrides, the layout check, packed-document boundaries and masks, the loss terms, the config
 rules of `[parallel]`/`[fp8]`, and the refusal to start without CUDA. Plus one subprocess run of
 the checkpoint resharding path (`tests/_megatron_tp_ckpt.py` under torchrun with gloo): saved at
-tensor parallel 2, loaded at 1, same logits."""
+tensor parallel 2 (and an MoE at expert parallel 2), loaded at 1, same logits."""
 
 from __future__ import annotations
 
@@ -871,3 +871,22 @@ def test_checkpoint_saved_at_tp2_loads_at_tp1(tmp_path: Path) -> None:
     # the fresh TP 1 model (another seed) differs until the checkpoint is loaded
     assert (tp1["before"] - tp2["logits"]).abs().max() > 0.1
     torch.testing.assert_close(tp1["logits"], tp2["logits"], atol=1e-5, rtol=0)
+
+
+@pytest.mark.slow  # as above
+@needs_megatron
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU shims are for machines without CUDA")
+def test_moe_checkpoint_saved_at_ep2_loads_at_ep1(tmp_path: Path) -> None:
+    """tiny-moe with its experts split over two ranks (expert parallel 2): the experts' sharded
+    state dict reassembles into one rank's full set, and both layouts give the same logits."""
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    split = ("--split", "ep")
+    _torchrun(2, "save", str(ckpt), str(tmp_path / "ep2.pt"), "--seed", "1", *split, cwd=tmp_path)
+    _torchrun(1, "load", str(ckpt), str(tmp_path / "ep1.pt"), "--seed", "2", *split, cwd=tmp_path)
+    ep2 = torch.load(tmp_path / "ep2.pt")
+    ep1 = torch.load(tmp_path / "ep1.pt")
+    assert (ep2["ep"], ep1["ep"]) == (2, 1)
+    assert ep1["experts"] == 2 * ep2["experts"] > 0  # each EP rank held half of the experts
+    assert (ep1["before"] - ep2["logits"]).abs().max() > 0.1
+    torch.testing.assert_close(ep1["logits"], ep2["logits"], atol=1e-5, rtol=0)
