@@ -27,6 +27,7 @@ from vla_train.megatron_engine import (
     have_apex_wgrad_kernel,
     hide_padding_flags,
     init_torch_adam_state,
+    restore_torch_adam_steps,
     load_model_state,
     loss_terms,
     model_sharded_state_dict,
@@ -689,6 +690,29 @@ def test_torch_adam_state_before_load_is_what_the_first_step_creates() -> None:
     assert init_torch_adam_state(chained) == 0  # a state it already has is left alone
     assert float(opt_ours.state[ours[0]]["step"]) == 1.0
     assert init_torch_adam_state(types.SimpleNamespace(optimizer=torch.optim.SGD(ref))) == 0
+
+
+def test_loaded_torch_adam_gets_one_step_counter_per_parameter() -> None:
+    """What megatron-core 0.16.1 leaves after loading into a torch AdamW: one shared `step`
+    tensor (here holding the template's 0) while the param groups hold the saved step."""
+    import types
+
+    params = [torch.nn.Parameter(torch.randn(3)), torch.nn.Parameter(torch.randn(2))]
+    opt = torch.optim.AdamW(params, lr=0.1)
+    shared = torch.tensor(0.0)
+    for p in params:
+        opt.state[p].update(
+            step=shared, exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p)
+        )
+    opt.param_groups[0]["step"] = 3.0
+    chained = types.SimpleNamespace(chained_optimizers=[types.SimpleNamespace(optimizer=opt)])
+    assert restore_torch_adam_steps(chained) == 2
+    steps = [opt.state[p]["step"] for p in params]
+    assert [float(t) for t in steps] == [3.0, 3.0] and steps[0] is not steps[1]
+    for p in params:
+        p.grad = torch.ones_like(p)
+    opt.step()
+    assert [float(opt.state[p]["step"]) for p in params] == [4.0, 4.0]  # not 5.0 (shared)
 
 
 @needs_megatron

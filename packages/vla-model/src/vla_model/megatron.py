@@ -398,6 +398,14 @@ def init_single_process(seed: int = 1234, backend: str | None = None) -> None:
         model_parallel_cuda_manual_seed(seed)
 
 
+_CPU_FORWARD = False
+
+
+def cpu_forward_enabled() -> bool:
+    """Whether `enable_cpu_forward` patched this process (tests only)."""
+    return _CPU_FORWARD
+
+
 def enable_cpu_forward() -> None:
     """Tests only: let a local-spec `GPTModel` run its forward pass on CPU, and
     `megatron.core.dist_checkpointing` save/load its sharded state dict there.
@@ -415,10 +423,15 @@ def enable_cpu_forward() -> None:
 
     from megatron.core.tensor_parallel.random import get_cuda_rng_tracker
 
+    global _CPU_FORWARD
     if torch.cuda.is_available():
         raise RuntimeError("enable_cpu_forward is for machines without CUDA")
+    _CPU_FORWARD = True
     torch.cuda.current_device = lambda: "cpu"  # type: ignore[assignment]
     torch.cuda.synchronize = lambda device=None: None  # type: ignore[assignment]
+    # the RNG tracker's states (megatron's `model_parallel_cuda_manual_seed`): the CPU generator's
+    torch.cuda.get_rng_state = lambda device="cuda": torch.get_rng_state()  # type: ignore[assignment]
+    torch.cuda.set_rng_state = lambda state, device="cuda": torch.set_rng_state(state)  # type: ignore[assignment]
     get_cuda_rng_tracker().fork = lambda *a, **k: contextlib.nullcontext()  # type: ignore[method-assign]
 
 

@@ -366,7 +366,10 @@ class MegatronTrainer:
     def __init__(self, cfg: TrainConfig, *, resume: bool = True) -> None:
         if cfg.engine != "megatron":
             raise TrainConfigError(f"MegatronTrainer runs engine = 'megatron', not '{cfg.engine}'")
-        if not torch.cuda.is_available():
+        from vla_model.megatron import cpu_forward_enabled
+
+        on_gpu = torch.cuda.is_available()
+        if not on_gpu and not cpu_forward_enabled():  # tests run it on CPU under gloo
             raise TrainConfigError(
                 "the megatron engine needs CUDA GPUs (megatron-core's DDP, optimizer and "
                 "schedules allocate on CUDA); use engine = 'torch' on CPU"
@@ -378,13 +381,15 @@ class MegatronTrainer:
 
         self.cfg = cfg
         self.rank, self.world, self.local_rank = _dist_env()
-        torch.cuda.set_device(self.local_rank)
-        self.device = torch.device("cuda", self.local_rank)
+        if on_gpu:
+            torch.cuda.set_device(self.local_rank)
+        self.device = torch.device("cuda", self.local_rank) if on_gpu else torch.device("cpu")
         if not dist.is_initialized():
             if self.world == 1:
                 os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
                 os.environ.setdefault("MASTER_PORT", str(_free_port()))
-            dist.init_process_group("nccl", rank=self.rank, world_size=self.world)
+            backend = "nccl" if on_gpu else "gloo"
+            dist.init_process_group(backend, rank=self.rank, world_size=self.world)
         self.is_main = self.rank == 0
         self.dp = check_layout(cfg, self.world)
         p = cfg.parallel
@@ -487,7 +492,7 @@ class MegatronTrainer:
                 self.spec,
                 params_dtype=torch.bfloat16 if self.bf16 else torch.float32,
                 experts=experts,
-                use_cpu_initialization=False,
+                use_cpu_initialization=self.device.type == "cpu",
                 pre_process=ps.is_pipeline_first_stage(ignore_virtual=False, vp_stage=vp_stage),
                 post_process=ps.is_pipeline_last_stage(ignore_virtual=False, vp_stage=vp_stage),
                 vp_stage=vp_stage,
@@ -496,7 +501,7 @@ class MegatronTrainer:
                 else "allgather",
                 **overrides,
             )
-            model.cuda(torch.cuda.current_device())
+            model.to(self.device)
             if self.bf16:
                 model = Float16Module(model.config, model)
             chunks.append(model)
@@ -744,7 +749,9 @@ class MegatronTrainer:
     def _rng_tensors(self) -> dict[str, torch.Tensor]:
         from megatron.core.tensor_parallel.random import get_cuda_rng_tracker
 
-        out = {"torch_cpu": torch.get_rng_state(), "torch_cuda": torch.cuda.get_rng_state()}
+        out = {"torch_cpu": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            out["torch_cuda"] = torch.cuda.get_rng_state()
         for name, state in tracker_state_tensors(get_cuda_rng_tracker().get_states()).items():
             out[f"tracker/{name}"] = state
         return out
@@ -842,13 +849,15 @@ class MegatronTrainer:
         load_model_state(self.chunks, loaded)
         if optimizer:
             self.optimizer.load_state_dict(hide_padding_flags(loaded["optimizer"]))
+            restore_torch_adam_steps(self.optimizer)
         rng = path / f"rng-rank{self.rank}.safetensors"
         if m.world_size == self.world and rng.is_file():
             from megatron.core.tensor_parallel.random import get_cuda_rng_tracker
 
             t = load_file(str(rng))
             torch.set_rng_state(t["torch_cpu"])
-            torch.cuda.set_rng_state(t["torch_cuda"])
+            if self.device.type == "cuda" and "torch_cuda" in t:
+                torch.cuda.set_rng_state(t["torch_cuda"])
             tracker = get_cuda_rng_tracker()
             saved = {
                 k.removeprefix("tracker/"): v for k, v in t.items() if k.startswith("tracker/")
@@ -873,7 +882,8 @@ class MegatronTrainer:
         # no device sync around a step: the host prepares the next batch and launches its first
         # kernels while the optimizer's still run; a step's time is the wall time since the
         # previous step returned (each step syncs once, on its loss and grad norm)
-        torch.cuda.synchronize()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
         t0 = time.perf_counter()
         try:
             while self.step < end:
@@ -997,6 +1007,32 @@ def init_torch_adam_state(optimizer: Any) -> int:
                 if group.get("amsgrad"):
                     state["max_exp_avg_sq"] = torch.zeros_like(p)
                 done += 1
+    return done
+
+
+def restore_torch_adam_steps(optimizer: Any) -> int:
+    """After a checkpoint load, give every parameter of a torch Adam/AdamW inside megatron's
+    (chained) distributed optimizer its own `step` tensor holding the saved step.
+
+    megatron-core 0.16.1 (without TE or APEX) saves that step only in the param groups; on load
+    it hands one shared tensor to every parameter's state and then copies the load template's
+    per-parameter `step` (the un-stepped state) over it, so the run resumed with step 0 and the
+    shared counter went up once per parameter on every step: the wrong Adam bias correction
+    from the first resumed step on. Returns the number of parameters set."""
+    done = 0
+    for sub in getattr(optimizer, "chained_optimizers", None) or [optimizer]:
+        inner = getattr(sub, "optimizer", sub)
+        if not isinstance(inner, torch.optim.Adam | torch.optim.AdamW):
+            continue
+        for group in inner.param_groups:
+            if "step" not in group:
+                continue
+            for p in group["params"]:
+                state = inner.state.get(p)
+                if state is not None and "step" in state:
+                    old = state["step"]
+                    state["step"] = torch.full_like(old, float(group["step"]))
+                    done += 1
     return done
 
 
