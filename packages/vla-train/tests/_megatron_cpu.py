@@ -5,7 +5,9 @@ megatron-core 0.16.1 makes some tensors with a literal `device="cuda"` (optimize
 grad-norm buffers, schedules' token counts, checkpoint exchange buffers). `enable_cpu_training`
 applies vla-model's `enable_cpu_forward` shims, then hands those modules a view of `torch` whose
 factories put such tensors on the CPU, and replaces the one function that asserts CUDA grads
-(`clip_grad_by_total_norm_fp32`) with the same scaling. Process-wide: call it first, in a process of its own."""
+(`clip_grad_by_total_norm_fp32`) with the same scaling; `Tensor.type()` names CPU tensors as
+CUDA ones (what megatron's optimizers check) and `Tensor.cuda()` leaves a tensor where it is.
+Process-wide: call it first, in a process of its own."""
 
 from __future__ import annotations
 
@@ -88,5 +90,7 @@ def enable_cpu_training() -> None:
         if getattr(module, "torch", None) is torch:
             module.torch = proxy
     torch.Tensor.type = _cuda_type_name  # type: ignore[method-assign]
+    # `.cuda()` before a collective (the fully_reshardable optimizer gather): stay on the CPU
+    torch.Tensor.cuda = lambda self, *args, **kwargs: self  # type: ignore[method-assign]
     clip_grads = importlib.import_module("megatron.core.optimizer.clip_grads")
     clip_grads.clip_grad_by_total_norm_fp32 = _clip_grad_by_total_norm

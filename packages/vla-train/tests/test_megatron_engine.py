@@ -27,12 +27,13 @@ from vla_train.megatron_engine import (
     have_apex_wgrad_kernel,
     hide_padding_flags,
     init_torch_adam_state,
-    restore_torch_adam_steps,
     load_model_state,
     loss_terms,
     model_sharded_state_dict,
     moe_fusion_overrides,
+    optimizer_layout_problem,
     optimizer_precision_options,
+    restore_torch_adam_steps,
     restore_tracker_states,
     rng_tracker_options,
     tracker_state_tensors,
@@ -914,3 +915,17 @@ def test_moe_checkpoint_saved_at_ep2_loads_at_ep1(tmp_path: Path) -> None:
     assert ep1["experts"] == 2 * ep2["experts"] > 0  # each EP rank held half of the experts
     assert (ep1["before"] - ep2["logits"]).abs().max() > 0.1
     torch.testing.assert_close(ep1["logits"], ep2["logits"], atol=1e-5, rtol=0)
+
+
+def test_resume_at_another_split_names_what_changed() -> None:
+    saved = cfg_of().parallel.model_dump(mode="json")
+    assert optimizer_layout_problem(saved, cfg_of()) is None
+    # data parallel and context parallel reshard: not in [parallel]'s sharding sizes
+    assert optimizer_layout_problem(saved, cfg_of(parallel={"context_parallel_size": 2})) is None
+    tp2 = cfg_of(parallel={"tensor_model_parallel_size": 2})
+    problem = optimizer_layout_problem(saved, tp2)
+    assert "tensor_model_parallel_size 1 -> 2" in problem
+    # the expert tensor split follows TP when unset: changing TP changes it too
+    assert "expert_tensor_parallel_size 1 -> 2" in problem
+    moe = cfg_of("tiny-moe", parallel={"expert_model_parallel_size": 2})
+    assert "expert_model_parallel_size 1 -> 2" in optimizer_layout_problem(saved, moe)

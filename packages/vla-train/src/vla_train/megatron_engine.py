@@ -59,6 +59,7 @@ from vla_train.monitor import MetricsLog, Progress, StepGuard, TrainingStopped, 
 from vla_train.schedule import lr_at
 
 DIST_DIR = "dist"  # megatron dist_checkpointing folder inside step-N/
+OPTIMIZER_FORMAT = "dp_reshardable"  # megatron's distrib_optim_sharding_type for checkpoints
 
 
 # ---- pure helpers (no megatron, no CUDA: unit-tested on CPU) -----------------------------------
@@ -416,6 +417,11 @@ class MegatronTrainer:
                 "parallel.precision_aware_optimizer / adam_state_dtype = 'bf16' need Transformer "
                 "Engine (its FusedAdam); it does not import here"
             )
+        if cfg.parallel.sequence_parallel and self.spec != "te":
+            raise TrainConfigError(
+                "parallel.sequence_parallel needs Transformer Engine layers (spec 'te'): "
+                "megatron-core's torch norms of the local spec refuse it — set it to false"
+            )
         if cfg.fp8.recipe != "none" and self.spec != "te":
             raise TrainConfigError(
                 "fp8 needs Transformer Engine (spec 'te'); it does not import here — see "
@@ -742,7 +748,7 @@ class MegatronTrainer:
         sd["optimizer"] = self.optimizer.sharded_state_dict(
             model_sd,
             is_loading=loading,
-            metadata={"distrib_optim_sharding_type": "dp_reshardable"},
+            metadata={"distrib_optim_sharding_type": OPTIMIZER_FORMAT},
         )
         return sd
 
@@ -792,6 +798,7 @@ class MegatronTrainer:
                     "guard": self.guard.state(),
                     "parallel": self.cfg.parallel.model_dump(mode="json"),
                     "fp8": self.cfg.fp8.model_dump(mode="json"),
+                    "optimizer_format": OPTIMIZER_FORMAT,
                 },
                 config_digest=digest_of(self.cfg.model_dump(mode="json")),
                 files=files,
@@ -841,6 +848,9 @@ class MegatronTrainer:
         if m.model != json.loads(self.mcfg.to_json()):
             raise TrainConfigError(f"{path}: checkpoint was made for another model config")
         if optimizer:
+            problem = optimizer_layout_problem(m.trainer_state.get("parallel", {}), self.cfg)
+            if problem:
+                raise CheckpointError(f"{path}: {problem}")
             init_torch_adam_state(self.optimizer)
         sd = self._sharded_state_dict(loading=True)
         if not optimizer:
@@ -1008,6 +1018,43 @@ def init_torch_adam_state(optimizer: Any) -> int:
                     state["max_exp_avg_sq"] = torch.zeros_like(p)
                 done += 1
     return done
+
+
+# the parallel sizes that change how the distributed optimizer's state is cut into shards
+SHARDING_SIZES = (
+    "tensor_model_parallel_size",
+    "pipeline_model_parallel_size",
+    "virtual_pipeline_model_parallel_size",
+    "expert_model_parallel_size",
+    "expert_tensor_parallel_size",
+    "use_distributed_optimizer",
+)
+
+
+def optimizer_layout_problem(saved: dict[str, Any], cfg: TrainConfig) -> str | None:
+    """Why the optimizer state of a checkpoint saved with `[parallel]` = `saved` cannot be
+    resumed at `cfg`'s layout, or None. The state is saved `dp_reshardable` (the distributed
+    optimizer's own shards: no gather at save time), which reloads only at the same
+    tensor/pipeline/expert split; data parallel may change."""
+    now = cfg.parallel.model_dump(mode="json")
+
+    def size(layout: dict[str, Any], key: str) -> Any:
+        if key == "expert_tensor_parallel_size" and layout.get(key) is None:
+            return layout.get("tensor_model_parallel_size", 1)  # defaults to TP
+        return layout.get(key)
+
+    changed = [
+        f"{k} {size(saved, k)} -> {size(now, k)}"
+        for k in SHARDING_SIZES
+        if k in saved and size(saved, k) != size(now, k)
+    ]
+    if not changed:
+        return None
+    return (
+        f"its optimizer state was saved at another layout ({', '.join(changed)}) and reloads "
+        "only at the same tensor/pipeline/expert split (data parallel may change): resume with "
+        "the saved [parallel] sizes"
+    )
 
 
 def restore_torch_adam_steps(optimizer: Any) -> int:
