@@ -75,6 +75,7 @@ VARIANTS = {
         "global": 16,
         "fp8": {"recipe": "delayed", "primary_weights": True},
     },
+    # no TE 2.11 / cuDNN 9.19 backend at head_dim 64 with GQA (2026-12-07): fails there
     "fp8-delayed-mb4-accum4-attn": {
         "micro": 4,
         "global": 16,
@@ -85,12 +86,6 @@ VARIANTS = {
         "global": 16,
         "fp8": {"recipe": "delayed"},
         "megatron": {"cuda_graph_impl": "local"},
-    },
-    # every FP8 option at once: FP8 weights, FP8 attention
-    "fp8-delayed-mb4-accum4-all": {
-        "micro": 4,
-        "global": 16,
-        "fp8": {"recipe": "delayed", "primary_weights": True, "attention": True},
     },
     "fp8-current": {"fp8": {"recipe": "current"}},
     # micro-batch 8 (fits an H200's 141 GB; the logits alone are 9.3 GiB in BF16)
@@ -106,7 +101,6 @@ FP8_VS_BF16 = (  # (FP8 variant, the BF16 variant it is compared with)
     ("fp8-delayed-mb4-fp8w", "bf16-mb4"),
     ("fp8-delayed-mb4-accum4-fp8w", "bf16-mb4-accum4"),
     ("fp8-delayed-mb4-accum4-attn", "bf16-mb4-accum4"),
-    ("fp8-delayed-mb4-accum4-all", "bf16-mb4-accum4"),
     ("fp8-delayed-mb4-accum4-graphs", "bf16-mb4-accum4-graphs"),
     ("fp8-delayed-mb4-accum4-graphs", "bf16-mb4-accum4"),
     ("fp8-delayed-mb8-accum2", "bf16-mb8-accum2"),

@@ -20,7 +20,8 @@ One GPU:
 - `moe`: a small MoE (8 experts, top-2, aux + z loss), 30 steps, the loss falls.
 - `local_spec`: megatron's local (non-TE) layers, 20 steps.
 - `fp8_delayed`, `fp8_current`: FP8 GEMMs (TE only), 30 steps, the loss falls;
-  `fp8_attention`: delayed scaling with FP8 dot-product attention too.
+  `fp8_attention`: delayed scaling with FP8 dot-product attention too (2026-12-07, H100, TE
+  2.11, cuDNN 9.19: no attention backend for its head_dim 64 + GQA; not in the default `te` run).
 - `fp8_primary`: delayed scaling with the weights kept in FP8 (`fp8.primary_weights`), stopped
   at step 20 and resumed to 30: the loss falls, the checkpoint of FP8 weights loads.
 - `cuda_graphs`: the dense run with megatron's per-layer CUDA graphs (graph-safe RNG tracker,

@@ -27,7 +27,7 @@ case "${1:-}" in
     bash packages/vla-model/gpu/te_setup.sh 3 || exit 1
     PYTHONPATH=/tmp/site python3 packages/vla-train/gpu/megatron_engine_gpu.py \
       --out "$OUT/megatron_engine_gpu_te.json" \
-      --only "${2:-dense,resume,resume_paopt,cuda_graphs,document_mask,moe,fp8_delayed,fp8_current,fp8_attention,fp8_primary}";;
+      --only "${2:-dense,resume,resume_paopt,cuda_graphs,document_mask,moe,fp8_delayed,fp8_current,fp8_primary}";;
   moe)    # a reduced-depth vla-10b-moe: EP = the GPUs here (TE needed: grouped GEMM)
     n=$(nvidia-smi -L | wc -l)
     PYTHONPATH=/tmp/site:$SRC python3 -m torch.distributed.run --nproc_per_node "$n" \
