@@ -182,6 +182,38 @@ def test_extras_and_several_problems_are_all_named() -> None:
         check_supported(cfg)
 
 
+def test_te_op_fuser_needs_the_te_spec() -> None:
+    from vla_model.megatron import decoder_block_spec
+
+    with pytest.raises(MegatronConfigError, match="te_op_fuser needs the TE spec"):
+        decoder_block_spec(None, "local", te_op_fuser=True)
+
+
+@needs_megatron
+def test_te_op_fuser_swaps_only_the_dense_mlps(monkeypatch) -> None:
+    """The spec rewrite alone (TEFusedMLP exists only where TE imports: a stand-in class)."""
+    import megatron.core.extensions.transformer_engine as te_ext
+    from megatron.core.models.gpt.gpt_layer_specs import get_gpt_decoder_layer_specs
+    from megatron.core.transformer.mlp import MLP
+    from megatron.core.transformer.transformer_block import TransformerBlockSubmodules
+
+    from vla_model.megatron import _with_fused_dense_mlps, to_transformer_config
+
+    class FusedStandIn(MLP):
+        pass
+
+    monkeypatch.setattr(te_ext, "TEFusedMLP", FusedStandIn, raising=False)
+    tc = to_transformer_config(cfg_of("moe"), spec="local", experts="sequential")
+    layers = get_gpt_decoder_layer_specs(tc, use_transformer_engine=False, normalization="RMSNorm")
+    block = TransformerBlockSubmodules(layer_specs=layers)
+    fused = _with_fused_dense_mlps(block)
+    kinds = [layer.submodules.mlp.module for layer in fused.layer_specs]
+    assert kinds[1] is FusedStandIn  # moe_layer_freq [1, 0, 1]: layer 1 is dense
+    assert kinds[0] is kinds[2] is block.layer_specs[0].submodules.mlp.module
+    assert kinds[0] is not MLP and kinds[0] is not FusedStandIn  # MoE layers keep theirs
+    assert block.layer_specs[1].submodules.mlp.module is MLP  # the input spec is not changed
+
+
 def test_grouped_experts_need_the_te_spec() -> None:
     cfg = cfg_of("moe")
     with pytest.raises(MegatronConfigError, match="need the TE spec"):

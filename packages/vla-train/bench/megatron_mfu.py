@@ -87,6 +87,24 @@ VARIANTS = {
         "fp8": {"recipe": "delayed"},
         "megatron": {"cuda_graph_impl": "local"},
     },
+    "bf16-mb4-accum4-opfuser": {"micro": 4, "global": 16, "megatron": {"te_op_fuser": True}},
+    "fp8-delayed-mb4-accum4-opfuser": {
+        "micro": 4,
+        "global": 16,
+        "fp8": {"recipe": "delayed"},
+        "megatron": {"te_op_fuser": True},
+    },
+    "fp8-delayed-mb4-accum4-teact": {
+        "micro": 4,
+        "global": 16,
+        "fp8": {"recipe": "delayed"},
+        "megatron": {"te_activation": True},
+    },
+    "fp8-delayed-mb4-accum4-recent": {
+        "micro": 4,
+        "global": 16,
+        "fp8": {"recipe": "delayed", "amax_history_len": 1, "amax_compute_algo": "most_recent"},
+    },
     "fp8-current": {"fp8": {"recipe": "current"}},
     # micro-batch 8 (fits an H200's 141 GB; the logits alone are 9.3 GiB in BF16)
     "bf16-mb8-accum2": {"micro": 8, "global": 16},
@@ -104,6 +122,10 @@ FP8_VS_BF16 = (  # (FP8 variant, the BF16 variant it is compared with)
     ("fp8-delayed-mb4-accum4-graphs", "bf16-mb4-accum4-graphs"),
     ("fp8-delayed-mb4-accum4-graphs", "bf16-mb4-accum4"),
     ("fp8-delayed-mb8-accum2", "bf16-mb8-accum2"),
+    ("fp8-delayed-mb4-accum4-opfuser", "bf16-mb4-accum4"),
+    ("fp8-delayed-mb4-accum4-opfuser", "bf16-mb4-accum4-opfuser"),
+    ("fp8-delayed-mb4-accum4-teact", "bf16-mb4-accum4"),
+    ("fp8-delayed-mb4-accum4-recent", "bf16-mb4-accum4"),
 )
 ANCHORS = {"anchor": 1, "anchor-accum4": 4}  # micro-batches per optimizer step
 

@@ -24,6 +24,9 @@ One GPU:
   2.11, cuDNN 9.19: no attention backend for its head_dim 64 + GQA; not in the default `te` run).
 - `fp8_primary`: delayed scaling with the weights kept in FP8 (`fp8.primary_weights`), stopped
   at step 20 and resumed to 30: the loss falls, the checkpoint of FP8 weights loads.
+- `fp8_op_fuser`, `fp8_te_activation`: `fp8_delayed` with the dense MLPs through TE's operation
+  fuser (`megatron.te_op_fuser`) / TE's SwiGLU (`megatron.te_activation`): the loss falls; the
+  loss difference to `fp8_delayed` is reported.
 - `cuda_graphs`: the dense run with megatron's per-layer CUDA graphs (graph-safe RNG tracker,
   checkpoints at 20 and 40): the loss falls; loss difference to `dense` reported.
 Two or more GPUs (skipped otherwise, reported as such):
@@ -264,6 +267,12 @@ def main() -> None:
             "fp8_delayed": {"recipe": "delayed"},
             "fp8_current": {"recipe": "current"},
             "fp8_attention": {"recipe": "delayed", "attention": True},
+            "fp8_op_fuser": {"recipe": "delayed"},
+            "fp8_te_activation": {"recipe": "delayed"},
+        }
+        fp8_megatron = {
+            "fp8_op_fuser": {"te_op_fuser": True},
+            "fp8_te_activation": {"te_activation": True},
         }
         for name, fp8 in fp8_runs.items():
             if not on(name):
@@ -275,7 +284,14 @@ def main() -> None:
             if fp8.get("attention"):  # cuDNN's FP8 attention kernels: head_dim 64 (or 128)
                 heads = {"num_attention_heads": 4, "num_kv_heads": 2, "head_dim": 64}
                 over["model"] = {"preset": "tiny-dense", "overrides": {**SMALL, **heads}}
+            if name in fp8_megatron:
+                over["megatron"] = fp8_megatron[name]
             checks[name] = check_run(root, config(root, shards, name, **over), name)
+            a, b = losses(root / "fp8_delayed"), losses(root / name)
+            if name in fp8_megatron and a and b:  # the same maths through other kernels
+                checks[name]["max_abs_loss_diff_vs_fp8_delayed"] = max(
+                    abs(x - y) for x, y in zip(a, b, strict=False)
+                )
         if on("fp8_primary"):
             if not te:
                 checks["fp8_primary"] = {

@@ -22,6 +22,7 @@ from vla_train.megatron_engine import (
     MegatronTrainer,
     block_causal_mask,
     check_layout,
+    check_spec_options,
     document_boundaries,
     fuse_te_wgrad_accumulation,
     have_apex_wgrad_kernel,
@@ -257,11 +258,30 @@ def test_override_names_are_transformer_config_fields() -> None:
     cfg = cfg_of(
         parallel={"recompute_granularity": "full", "tensor_model_parallel_size": 2},
         fp8={"recipe": "current", "first_last_layers_bf16": True},
-        megatron={"cuda_graph_impl": "local"},
+        megatron={"cuda_graph_impl": "local", "te_activation": True},
     )
     for have_te in (False, True):
         assert sorted(set(transformer_overrides(cfg, have_te=have_te)) - fields) == []
     assert set(moe_fusion_overrides(cfg, te_layers=True)) <= fields
+
+
+def test_te_activation_replaces_megatrons_swiglu_kernel() -> None:
+    kw = transformer_overrides(cfg_of(), have_te=True)
+    assert kw["bias_activation_fusion"] is True and kw["use_te_activation_func"] is False
+    kw = transformer_overrides(cfg_of(megatron={"te_activation": True}), have_te=True)
+    assert kw["bias_activation_fusion"] is False and kw["use_te_activation_func"] is True
+
+
+def test_te_only_options_are_refused_with_the_local_spec() -> None:
+    check_spec_options(cfg_of(), "local")  # nothing asked: fine
+    cfg = cfg_of(megatron={"te_op_fuser": True, "te_activation": True}, fp8={"recipe": "delayed"})
+    check_spec_options(cfg, "te")
+    with pytest.raises(
+        TrainConfigError,
+        match=r"megatron.te_op_fuser, megatron.te_activation, fp8 need Transformer Engine "
+        r"layers \(spec 'te'\), but the model uses spec 'local'",
+    ):
+        check_spec_options(cfg, "local")
 
 
 def test_moe_fusions_default_on_with_te_layers_only() -> None:

@@ -229,17 +229,46 @@ def to_transformer_config(cfg: ModelConfig, **kwargs: Any) -> TransformerConfig:
     return TransformerConfig(**transformer_config_kwargs(cfg, **kwargs))
 
 
-def decoder_block_spec(tc: TransformerConfig, spec: Spec, vp_stage: int | None = None) -> Any:
+def decoder_block_spec(
+    tc: TransformerConfig, spec: Spec, vp_stage: int | None = None, *, te_op_fuser: bool = False
+) -> Any:
     """megatron's per-layer block spec (dense and MoE layers as `moe_layer_freq` says):
     `get_gpt_decoder_block_spec`, which uses `get_gpt_layer_with_transformer_engine_spec` or
-    `get_gpt_layer_local_spec` (RMSNorm) for each layer."""
+    `get_gpt_layer_local_spec` (RMSNorm) for each layer. `te_op_fuser` (TE spec only) runs each
+    dense MLP as megatron's `TEFusedMLP`: RMSNorm, FC1, SwiGLU and FC2 as one
+    `transformer_engine.pytorch.ops.Sequential`, whose fused kernels write the SwiGLU output
+    straight in FC2's FP8 input format (same parameters and checkpoint keys as `MLP`)."""
     from megatron.core.models.gpt.gpt_layer_specs import get_gpt_decoder_block_spec
 
     if spec == "te" and not have_transformer_engine():
         raise MegatronConfigError("spec 'te' needs transformer_engine, which does not import")
-    return get_gpt_decoder_block_spec(
+    if te_op_fuser and spec != "te":
+        raise MegatronConfigError("te_op_fuser needs the TE spec (TEFusedMLP wraps TE layers)")
+    block = get_gpt_decoder_block_spec(
         tc, use_transformer_engine=spec == "te", normalization="RMSNorm", vp_stage=vp_stage
     )
+    if te_op_fuser:
+        block = _with_fused_dense_mlps(block)
+    return block
+
+
+def _with_fused_dense_mlps(block: Any) -> Any:
+    """`block` with every dense `MLP` submodule spec swapped for megatron's `TEFusedMLP`."""
+    import dataclasses
+
+    from megatron.core.extensions.transformer_engine import TEFusedMLP
+    from megatron.core.transformer.mlp import MLP
+
+    layers = []
+    for layer in block.layer_specs:
+        mlp = layer.submodules.mlp
+        if getattr(mlp, "module", None) is MLP:
+            mlp = dataclasses.replace(mlp, module=TEFusedMLP)
+            layer = dataclasses.replace(
+                layer, submodules=dataclasses.replace(layer.submodules, mlp=mlp)
+            )
+        layers.append(layer)
+    return dataclasses.replace(block, layer_specs=layers)
 
 
 def build_gpt_model(
@@ -252,6 +281,7 @@ def build_gpt_model(
     pre_process: bool = True,
     post_process: bool = True,
     vp_stage: int | None = None,
+    te_op_fuser: bool = False,
     **config_overrides: Any,
 ) -> GPTModel:
     """A megatron-core `GPTModel` with `cfg`'s architecture (RoPE, untied/tied output layer).
@@ -260,8 +290,9 @@ def build_gpt_model(
     for one process). `use_cpu_initialization` defaults to "no CUDA available"; the model's
     parameters are on the current CUDA device otherwise. Under pipeline parallelism pass the
     stage's `pre_process` (has the embedding) / `post_process` (has the output layer) and, with
-    virtual stages, `vp_stage`; parallel sizes go in `config_overrides`. The spec actually used is stored as
-    `model.vla_spec`, the expert layout as `model.vla_experts`.
+    virtual stages, `vp_stage`; `te_op_fuser`: see `decoder_block_spec`; parallel sizes go in
+    `config_overrides`. The spec actually used is stored as `model.vla_spec`, the expert layout
+    as `model.vla_experts`.
     """
     from megatron.core.models.gpt.gpt_model import GPTModel
 
@@ -281,7 +312,7 @@ def build_gpt_model(
     theta = cfg.rope_theta
     model = GPTModel(
         config=tc,
-        transformer_layer_spec=decoder_block_spec(tc, s, vp_stage),
+        transformer_layer_spec=decoder_block_spec(tc, s, vp_stage, te_op_fuser=te_op_fuser),
         vocab_size=cfg.vocab_size,
         max_sequence_length=cfg.max_position_embeddings,
         share_embeddings_and_output_weights=cfg.tie_embeddings,

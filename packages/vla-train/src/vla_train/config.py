@@ -306,6 +306,17 @@ class MegatronSection(_Strict):
         "masking) and no full recompute",
     )
     cuda_graph_warmup_steps: int = Field(default=3, ge=1)
+    te_op_fuser: bool = Field(
+        default=False,
+        description="dense MLPs through TE's operation fuser (megatron's TEFusedMLP): RMSNorm, "
+        "FC1, SwiGLU and FC2 as one te.ops.Sequential whose kernels write the SwiGLU output "
+        "straight in FC2's FP8 input format. TE spec only; same weights and checkpoint keys",
+    )
+    te_activation: bool = Field(
+        default=False,
+        description="the MLPs' SwiGLU from TE (megatron's use_te_activation_func) instead of "
+        "megatron's fused bias_swiglu kernel; replaces bias_activation_fusion. TE spec only",
+    )
     moe_token_dispatcher: Literal["alltoall", "allgather"] = "alltoall"
     moe_grouped_gemm: bool = Field(default=True, description="grouped GEMM experts (TE spec)")
     moe_fusions: bool | None = Field(

@@ -128,7 +128,8 @@ def transformer_overrides(
         cross_entropy_fusion_impl="te" if (have_te and m.cross_entropy_fusion) else "native",
         apply_rope_fusion=have_te,
         bias_dropout_fusion=True,
-        bias_activation_fusion=m.bias_activation_fusion,
+        bias_activation_fusion=m.bias_activation_fusion and not m.te_activation,
+        use_te_activation_func=m.te_activation,
         masked_softmax_fusion=False,
         gradient_accumulation_fusion=grad_fusion,
         deterministic_mode=False,
@@ -190,6 +191,29 @@ def fuse_te_wgrad_accumulation(model: torch.nn.Module) -> int:
             mod.fuse_wgrad_accumulation = True
             n += 1
     return n
+
+
+def check_spec_options(cfg: TrainConfig, spec: str) -> None:
+    """Refuse options that need Transformer Engine layers when the model uses `spec` ('te' or
+    'local'); every such option is named in one `TrainConfigError`."""
+    if spec == "te":
+        return
+    wanted = [
+        name
+        for name, on in (
+            ("parallel.sequence_parallel", cfg.parallel.sequence_parallel),
+            ("megatron.te_op_fuser", cfg.megatron.te_op_fuser),
+            ("megatron.te_activation", cfg.megatron.te_activation),
+            ("fp8", cfg.fp8.recipe != "none"),
+        )
+        if on
+    ]
+    if wanted:
+        raise TrainConfigError(
+            f"{', '.join(wanted)} need Transformer Engine layers (spec 'te'), but the model uses "
+            f"spec '{spec}' (TE does not import, or megatron.spec = 'local'; see "
+            "packages/vla-model/gpu/te_setup.sh) — switch them off"
+        )
 
 
 def check_layout(cfg: TrainConfig, world: int) -> int:
@@ -417,16 +441,7 @@ class MegatronTrainer:
                 "parallel.precision_aware_optimizer / adam_state_dtype = 'bf16' need Transformer "
                 "Engine (its FusedAdam); it does not import here"
             )
-        if cfg.parallel.sequence_parallel and self.spec != "te":
-            raise TrainConfigError(
-                "parallel.sequence_parallel needs Transformer Engine layers (spec 'te'): "
-                "megatron-core's torch norms of the local spec refuse it — set it to false"
-            )
-        if cfg.fp8.recipe != "none" and self.spec != "te":
-            raise TrainConfigError(
-                "fp8 needs Transformer Engine (spec 'te'); it does not import here — see "
-                "packages/vla-model/gpu/te_setup.sh"
-            )
+        check_spec_options(cfg, self.spec)
         self.mcfg = cfg.resolve_model()
         self.modalities = TokenModalities.from_path(cfg.data.vocab_layout)
         self.n_mod = len(self.modalities.names)
@@ -502,6 +517,7 @@ class MegatronTrainer:
                 pre_process=ps.is_pipeline_first_stage(ignore_virtual=False, vp_stage=vp_stage),
                 post_process=ps.is_pipeline_last_stage(ignore_virtual=False, vp_stage=vp_stage),
                 vp_stage=vp_stage,
+                te_op_fuser=cfg.megatron.te_op_fuser,
                 token_dispatcher=cfg.megatron.moe_token_dispatcher
                 if p.expert_model_parallel_size > 1
                 else "allgather",
