@@ -94,6 +94,18 @@ VARIANTS = {
         "fp8": {"recipe": "delayed"},
         "megatron": {"te_op_fuser": True},
     },
+    "fp8-delayed-mb4-accum4-opfuser-graphs": {
+        "micro": 4,
+        "global": 16,
+        "fp8": {"recipe": "delayed"},
+        "megatron": {"te_op_fuser": True, "cuda_graph_impl": "local"},
+    },
+    "fp8-delayed-mb4-accum4-opfuser-fp8w": {
+        "micro": 4,
+        "global": 16,
+        "fp8": {"recipe": "delayed", "primary_weights": True},
+        "megatron": {"te_op_fuser": True},
+    },
     "fp8-delayed-mb4-accum4-teact": {
         "micro": 4,
         "global": 16,
@@ -124,6 +136,8 @@ FP8_VS_BF16 = (  # (FP8 variant, the BF16 variant it is compared with)
     ("fp8-delayed-mb8-accum2", "bf16-mb8-accum2"),
     ("fp8-delayed-mb4-accum4-opfuser", "bf16-mb4-accum4"),
     ("fp8-delayed-mb4-accum4-opfuser", "bf16-mb4-accum4-opfuser"),
+    ("fp8-delayed-mb4-accum4-opfuser-graphs", "bf16-mb4-accum4"),
+    ("fp8-delayed-mb4-accum4-opfuser-fp8w", "bf16-mb4-accum4"),
     ("fp8-delayed-mb4-accum4-teact", "bf16-mb4-accum4"),
     ("fp8-delayed-mb4-accum4-recent", "bf16-mb4-accum4"),
 )
