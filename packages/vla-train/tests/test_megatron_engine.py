@@ -28,6 +28,7 @@ from vla_train.megatron_engine import (
     have_apex_wgrad_kernel,
     hide_padding_flags,
     init_torch_adam_state,
+    keep_torch_adam_step_on_model_space_load,
     load_model_state,
     loss_terms,
     model_sharded_state_dict,
@@ -949,3 +950,57 @@ def test_resume_at_another_split_names_what_changed() -> None:
     assert "expert_tensor_parallel_size 1 -> 2" in problem
     moe = cfg_of("tiny-moe", parallel={"expert_model_parallel_size": 2})
     assert "expert_model_parallel_size 1 -> 2" in optimizer_layout_problem(saved, moe)
+    assert "checkpoint.optimizer_format = 'fully_reshardable'" in problem
+
+
+def test_fully_reshardable_state_resumes_at_another_tensor_or_pipeline_split() -> None:
+    saved = cfg_of().parallel.model_dump(mode="json")
+    split = {"tensor_model_parallel_size": 2, "pipeline_model_parallel_size": 2}
+    assert optimizer_layout_problem(saved, cfg_of(parallel=split), "fully_reshardable") is None
+    # an MoE model's expert split stays (megatron's dense + expert optimizers change with it)
+    moe = cfg_of("vla-10b-moe", parallel={"expert_model_parallel_size": 2})
+    problem = optimizer_layout_problem(saved, moe, "fully_reshardable")
+    assert "(fully_reshardable)" in problem and "expert_model_parallel_size 1 -> 2" in problem
+    assert "fully_reshardable' to change" not in problem  # no hint to use what it already is
+    no_distopt = cfg_of(parallel={"use_distributed_optimizer": False})
+    assert "use_distributed_optimizer" in optimizer_layout_problem(
+        saved, no_distopt, "fully_reshardable"
+    )
+
+
+def test_model_space_load_leaves_torch_adams_step_alone() -> None:
+    """megatron-core 0.16.1's `_set_main_param_and_optimizer_states` copies every key of the
+    live state, `step` included, from tensors that carry no `step` (a stand-in optimizer with
+    that method's logic; the real one runs in test_megatron_cpu_engine.py)."""
+
+    class DistOptStandIn:
+        def __init__(self) -> None:
+            self.main = torch.nn.Parameter(torch.zeros(4))
+            self.optimizer = torch.optim.AdamW([self.main])
+            self.optimizer.state[self.main] = {
+                "step": torch.tensor(7.0),
+                "exp_avg": torch.zeros(4),
+                "exp_avg_sq": torch.zeros(4),
+            }
+            self.model_param_group_index_map = {"w": (0, 0)}
+
+        def _set_main_param_and_optimizer_states(self, model_param, tensors):
+            group, order = self.model_param_group_index_map[model_param]
+            main = self.optimizer.param_groups[group]["params"][order]
+            dst = {"param": main, **self.optimizer.state[main]}
+            for key in dst:
+                dst[key].data.copy_(tensors[key])
+
+    opt = DistOptStandIn()
+    tensors = {
+        "param": torch.ones(4),
+        "exp_avg": torch.full((4,), 2.0),
+        "exp_avg_sq": torch.ones(4),
+    }
+    with pytest.raises(KeyError, match="step"):
+        opt._set_main_param_and_optimizer_states("w", tensors)
+    assert keep_torch_adam_step_on_model_space_load(opt) == 1
+    opt._set_main_param_and_optimizer_states("w", tensors)
+    state = opt.optimizer.state[opt.main]
+    assert list(state) == ["exp_avg", "exp_avg_sq", "step"] and state["step"].item() == 7.0
+    assert opt.main.data.eq(1).all() and state["exp_avg"].eq(2).all()

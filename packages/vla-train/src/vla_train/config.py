@@ -140,6 +140,14 @@ class CheckpointSection(_Strict):
     every: int = Field(default=100, ge=1, description="save every N optimizer steps")
     keep_last: int = Field(default=3, ge=1)
     save_final: bool = True
+    optimizer_format: Literal["dp_reshardable", "fully_reshardable"] = Field(
+        default="dp_reshardable",
+        description="megatron engine, distributed optimizer state: dp_reshardable = each rank "
+        "writes its own shard (no gather; resumes at the same tensor/pipeline/expert split, "
+        "any data-parallel size); fully_reshardable = gathered over data parallel into the "
+        "model's own shapes at save time (more memory and time per save), resumes at another "
+        "tensor/pipeline split too",
+    )
 
 
 class LoggingSection(_Strict):

@@ -59,7 +59,7 @@ from vla_train.monitor import MetricsLog, Progress, StepGuard, TrainingStopped, 
 from vla_train.schedule import lr_at
 
 DIST_DIR = "dist"  # megatron dist_checkpointing folder inside step-N/
-OPTIMIZER_FORMAT = "dp_reshardable"  # megatron's distrib_optim_sharding_type for checkpoints
+OLD_OPTIMIZER_FORMAT = "dp_reshardable"  # checkpoints whose manifest does not name one
 
 
 # ---- pure helpers (no megatron, no CUDA: unit-tested on CPU) -----------------------------------
@@ -576,7 +576,9 @@ class MegatronTrainer:
                 p.adam_state_dtype, precision_aware=self.precision_aware, bf16=self.bf16
             ),
         )
-        return get_megatron_optimizer(config, self.chunks)
+        optimizer = get_megatron_optimizer(config, self.chunks)
+        keep_torch_adam_step_on_model_space_load(optimizer)
+        return optimizer
 
     def _wire_model_config(self) -> None:
         from megatron.core.distributed import finalize_model_grads
@@ -756,15 +758,15 @@ class MegatronTrainer:
 
     # ---- checkpoints --------------------------------------------------------------------------
 
-    def _sharded_state_dict(self, loading: bool = False) -> dict[str, Any]:
+    def _sharded_state_dict(self, optimizer_format: str, loading: bool = False) -> dict[str, Any]:
+        """The model's and the optimizer's sharded state; `optimizer_format` is megatron's
+        `distrib_optim_sharding_type` (`checkpoint.optimizer_format`, or the saved one on load)."""
         model_sd = model_sharded_state_dict(self.chunks)
         sd = dict(model_sd)
-        # optimizer state in the distributed optimizer's own layout: fully parallel save/load,
-        # reshardable over data parallel only (the model weights reshard over any layout)
         sd["optimizer"] = self.optimizer.sharded_state_dict(
             model_sd,
             is_loading=loading,
-            metadata={"distrib_optim_sharding_type": OPTIMIZER_FORMAT},
+            metadata={"distrib_optim_sharding_type": optimizer_format},
         )
         return sd
 
@@ -793,7 +795,8 @@ class MegatronTrainer:
             (tmp / DIST_DIR).mkdir(parents=True)
         dist.barrier()
         self._gather_params()
-        dist_checkpointing.save(self._sharded_state_dict(), str(tmp / DIST_DIR))
+        fmt = self.cfg.checkpoint.optimizer_format
+        dist_checkpointing.save(self._sharded_state_dict(fmt), str(tmp / DIST_DIR))
         rng_file = tmp / f"rng-rank{self.rank}.safetensors"
         save_file({k: v.contiguous() for k, v in self._rng_tensors().items()}, str(rng_file))
         _fsync(rng_file)
@@ -814,7 +817,7 @@ class MegatronTrainer:
                     "guard": self.guard.state(),
                     "parallel": self.cfg.parallel.model_dump(mode="json"),
                     "fp8": self.cfg.fp8.model_dump(mode="json"),
-                    "optimizer_format": OPTIMIZER_FORMAT,
+                    "optimizer_format": fmt,
                 },
                 config_digest=digest_of(self.cfg.model_dump(mode="json")),
                 files=files,
@@ -863,12 +866,14 @@ class MegatronTrainer:
             raise CheckpointError(f"{path}: a '{m.engine}'-engine checkpoint, not megatron")
         if m.model != json.loads(self.mcfg.to_json()):
             raise TrainConfigError(f"{path}: checkpoint was made for another model config")
+        fmt = m.trainer_state.get("optimizer_format", OLD_OPTIMIZER_FORMAT)
         if optimizer:
-            problem = optimizer_layout_problem(m.trainer_state.get("parallel", {}), self.cfg)
+            saved = m.trainer_state.get("parallel", {})
+            problem = optimizer_layout_problem(saved, self.cfg, fmt)
             if problem:
                 raise CheckpointError(f"{path}: {problem}")
             init_torch_adam_state(self.optimizer)
-        sd = self._sharded_state_dict(loading=True)
+        sd = self._sharded_state_dict(fmt, loading=True)
         if not optimizer:
             sd.pop("optimizer")
         loaded = dist_checkpointing.load(sd, str(path / DIST_DIR))
@@ -1047,12 +1052,23 @@ SHARDING_SIZES = (
 )
 
 
-def optimizer_layout_problem(saved: dict[str, Any], cfg: TrainConfig) -> str | None:
-    """Why the optimizer state of a checkpoint saved with `[parallel]` = `saved` cannot be
-    resumed at `cfg`'s layout, or None. The state is saved `dp_reshardable` (the distributed
-    optimizer's own shards: no gather at save time), which reloads only at the same
-    tensor/pipeline/expert split; data parallel may change."""
+def optimizer_layout_problem(
+    saved: dict[str, Any], cfg: TrainConfig, optimizer_format: str = "dp_reshardable"
+) -> str | None:
+    """Why the optimizer state of a checkpoint saved with `[parallel]` = `saved` in
+    `optimizer_format` cannot be resumed at `cfg`'s layout, or None. `dp_reshardable` (the
+    distributed optimizer's own shards, no gather at save time) reloads only at the same
+    tensor/pipeline/expert split; `fully_reshardable` (model-shaped tensors) at any
+    tensor/pipeline split, but an MoE model's expert split must stay (megatron's chained
+    dense + expert optimizers change shape with it). Data parallel may always change."""
     now = cfg.parallel.model_dump(mode="json")
+    if optimizer_format == "fully_reshardable":
+        fixed = ("use_distributed_optimizer",)
+        if cfg.resolve_model().is_moe:
+            fixed += ("expert_model_parallel_size", "expert_tensor_parallel_size")
+        what = "the same expert split" if len(fixed) > 1 else "the same optimizer kind"
+    else:
+        fixed, what = SHARDING_SIZES, "the same tensor/pipeline/expert split"
 
     def size(layout: dict[str, Any], key: str) -> Any:
         if key == "expert_tensor_parallel_size" and layout.get(key) is None:
@@ -1061,16 +1077,50 @@ def optimizer_layout_problem(saved: dict[str, Any], cfg: TrainConfig) -> str | N
 
     changed = [
         f"{k} {size(saved, k)} -> {size(now, k)}"
-        for k in SHARDING_SIZES
+        for k in fixed
         if k in saved and size(saved, k) != size(now, k)
     ]
     if not changed:
         return None
-    return (
-        f"its optimizer state was saved at another layout ({', '.join(changed)}) and reloads "
-        "only at the same tensor/pipeline/expert split (data parallel may change): resume with "
-        "the saved [parallel] sizes"
+    hint = (
+        " (or save with checkpoint.optimizer_format = 'fully_reshardable' to change the "
+        "tensor/pipeline split later)"
+        if optimizer_format == "dp_reshardable"
+        else ""
     )
+    return (
+        f"its optimizer state ({optimizer_format}) was saved at another layout "
+        f"({', '.join(changed)}) and reloads only at {what} (data parallel may change): resume "
+        f"with the saved [parallel] sizes{hint}"
+    )
+
+
+def keep_torch_adam_step_on_model_space_load(optimizer: Any) -> int:
+    """Let megatron-core 0.16.1 load a `fully_reshardable` optimizer state into torch Adam/AdamW
+    (no TE or APEX): `_set_main_param_and_optimizer_states` copies every key of a parameter's
+    live state, `step` included, from the loaded tensors, which carry no `step` (it lives in
+    the param groups) -> `KeyError: 'step'`. The patched method leaves `step` out of that copy
+    (`restore_torch_adam_steps` sets it afterwards). Returns the number of optimizers patched."""
+    done = 0
+    for sub in getattr(optimizer, "chained_optimizers", None) or [optimizer]:
+        inner = getattr(sub, "optimizer", None)
+        original = getattr(sub, "_set_main_param_and_optimizer_states", None)
+        if original is None or not isinstance(inner, torch.optim.Adam | torch.optim.AdamW):
+            continue
+
+        def set_states(model_param, tensors, _sub=sub, _original=original):
+            group, order = _sub.model_param_group_index_map[model_param]
+            state = _sub.optimizer.state[_sub.optimizer.param_groups[group]["params"][order]]
+            step = state.pop("step", None)
+            try:
+                _original(model_param, tensors)
+            finally:
+                if step is not None:
+                    state["step"] = step
+
+        sub._set_main_param_and_optimizer_states = set_states
+        done += 1
+    return done
 
 
 def restore_torch_adam_steps(optimizer: Any) -> int:
