@@ -114,7 +114,9 @@ def config(root: Path, shards: Path, name: str, **over) -> Path:
         else:
             cfg[k] = v
     path = root / f"{name}.json"
-    path.write_text(json.dumps(cfg))
+    tmp = root / f".{name}.json.{os.getpid()}"  # whole or absent: every rank of a run writes it
+    tmp.write_text(json.dumps(cfg))
+    os.replace(tmp, path)
     return path
 
 

@@ -100,11 +100,21 @@ def test_tensor_and_data_parallel_2_follow_the_one_process_run(
     assert tp2 != uninterrupted  # really another layout (other reduction order)
 
 
-def test_expert_parallel_2_trains_and_resumes_bit_identically(root: Path) -> None:
-    """tiny-moe with its 8 experts split over two ranks (EP = 2, all-gather dispatch): the loss
-    falls, and a run stopped at step 3 and resumed matches the uninterrupted one exactly."""
-    ep2 = {**MOE, "parallel": {"expert_model_parallel_size": 2}}
-    full = run(root, "ep2", ep2, nproc=2)
+EP2 = {**MOE, "micro_batch_size": 1, "parallel": {"expert_model_parallel_size": 2}}
+
+
+@pytest.fixture(scope="module")
+def ep2_uninterrupted(root: Path) -> list:
+    return run(root, "ep2", EP2, nproc=2)
+
+
+def test_expert_parallel_2_trains_and_resumes_bit_identically(
+    root: Path, ep2_uninterrupted: list
+) -> None:
+    """tiny-moe with its 8 experts split over two ranks (EP = 2, all-gather dispatch; megatron
+    chains a dense and an expert optimizer): the loss falls, and a run stopped at step 3 and
+    resumed matches the uninterrupted one exactly."""
+    full, ep2 = ep2_uninterrupted, EP2
     assert full[-1] < full[0] - 0.5
     assert run(root, "ep2_part", ep2, nproc=2, steps=3) == full[:3]
     run(root, "ep2_part", ep2, nproc=2)
@@ -128,3 +138,19 @@ def test_fully_reshardable_optimizer_state_resumes_at_tensor_parallel_2(
     assert losses[:3] == uninterrupted[:3]
     assert max(abs(a - b) for a, b in zip(losses[3:], uninterrupted[3:], strict=True)) < 5e-3
     assert losses[3:] != uninterrupted[3:]  # really resumed at the other layout
+
+
+def test_fully_reshardable_moe_state_resumes_at_expert_parallel_4(
+    root: Path, ep2_uninterrupted: list
+) -> None:
+    """tiny-moe saved at EP = 2 in the fully_reshardable format, resumed on four ranks at EP = 4
+    (each rank now holds 2 of the 8 experts and their Adam state): steps 4-6 follow the
+    uninterrupted EP = 2 run (measured: within 2e-5)."""
+    ckpt = {"checkpoint": {"every": 3, "keep_last": 2, "optimizer_format": "fully_reshardable"}}
+    assert run(root, "ep_fr", {**EP2, **ckpt}, nproc=2, steps=3) == ep2_uninterrupted[:3]
+    ep4 = {**EP2, **ckpt, "parallel": {"expert_model_parallel_size": 4}}
+    run(root, "ep_fr", ep4, nproc=4)
+    losses = [json.loads(line)["loss"] for line in (root / "ep_fr" / "metrics.jsonl").open()]
+    assert len(losses) == len(ep2_uninterrupted)
+    steps_4_6 = zip(losses[3:], ep2_uninterrupted[3:], strict=True)
+    assert max(abs(a - b) for a, b in steps_4_6) < 5e-3

@@ -957,10 +957,15 @@ def test_fully_reshardable_state_resumes_at_another_tensor_or_pipeline_split() -
     saved = cfg_of().parallel.model_dump(mode="json")
     split = {"tensor_model_parallel_size": 2, "pipeline_model_parallel_size": 2}
     assert optimizer_layout_problem(saved, cfg_of(parallel=split), "fully_reshardable") is None
-    # an MoE model's expert split stays (megatron's dense + expert optimizers change with it)
+    # an MoE model's experts get their own optimizer at EP > 1 only: 1 <-> 2 is refused,
+    # 2 <-> 8 reshards
     moe = cfg_of("vla-10b-moe", parallel={"expert_model_parallel_size": 2})
     problem = optimizer_layout_problem(saved, moe, "fully_reshardable")
     assert "(fully_reshardable)" in problem and "expert_model_parallel_size 1 -> 2" in problem
+    ep8 = cfg_of("vla-10b-moe", parallel={"expert_model_parallel_size": 8})
+    ep2_saved = moe.parallel.model_dump(mode="json")
+    assert optimizer_layout_problem(ep2_saved, ep8, "fully_reshardable") is None
+    assert "expert_model_parallel_size 2 -> 8" in optimizer_layout_problem(ep2_saved, ep8)
     assert "fully_reshardable' to change" not in problem  # no hint to use what it already is
     no_distopt = cfg_of(parallel={"use_distributed_optimizer": False})
     assert "use_distributed_optimizer" in optimizer_layout_problem(

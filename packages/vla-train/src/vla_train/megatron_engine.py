@@ -1059,14 +1059,16 @@ def optimizer_layout_problem(
     `optimizer_format` cannot be resumed at `cfg`'s layout, or None. `dp_reshardable` (the
     distributed optimizer's own shards, no gather at save time) reloads only at the same
     tensor/pipeline/expert split; `fully_reshardable` (model-shaped tensors) at any
-    tensor/pipeline split, but an MoE model's expert split must stay (megatron's chained
-    dense + expert optimizers change shape with it). Data parallel may always change."""
+    tensor/pipeline split and any expert split on the same side of 1 (megatron keeps an MoE
+    model's expert parameters in their own optimizer only at EP > 1, so between EP = 1 and
+    EP > 1 the saved keys differ). Data parallel may always change."""
     now = cfg.parallel.model_dump(mode="json")
     if optimizer_format == "fully_reshardable":
-        fixed = ("use_distributed_optimizer",)
-        if cfg.resolve_model().is_moe:
-            fixed += ("expert_model_parallel_size", "expert_tensor_parallel_size")
-        what = "the same expert split" if len(fixed) > 1 else "the same optimizer kind"
+        fixed, what = ("use_distributed_optimizer",), "the same optimizer kind"
+        ep_then, ep_now = (x.get("expert_model_parallel_size", 1) for x in (saved, now))
+        if cfg.resolve_model().is_moe and (ep_then == 1) != (ep_now == 1):
+            fixed += ("expert_model_parallel_size",)
+            what = "an expert split on the same side of 1"
     else:
         fixed, what = SHARDING_SIZES, "the same tensor/pipeline/expert split"
 
