@@ -13,6 +13,8 @@ One GPU:
 - `resume`: the same run stopped after 20 steps (`--steps 20`), then `vla-train resume`: its
   steps 21..40 must equal the uninterrupted run's (max abs diff reported; bit-identical is the
   expectation with deterministic kernels, bf16 tolerance is accepted).
+- `resume_fully_reshardable`: `resume` with the optimizer state saved `fully_reshardable`
+  (gathered into the model's shapes; TE's FusedAdam keeps its step in the param groups).
 - `resume_paopt` (TE only): the same with the precision-aware optimizer (TE's FusedAdam keeps
   the FP32 master weights as remainders of the BF16 params), against an uninterrupted run with
   that optimizer (its distance to the default optimizer over steps 1-20 reported apart).
@@ -32,7 +34,9 @@ One GPU:
 Two or more GPUs (skipped otherwise, reported as such):
 - `tp2`: TP=2 + sequence parallel, losses close to the 1-GPU `dense` run;
 - `ep2`: the MoE with EP=2 (alltoall dispatcher), the loss falls;
-- `tp2_to_tp1`: the TP=2 checkpoint loaded at TP=1: logits equal (bf16 tolerance).
+- `tp2_to_tp1`: the TP=2 checkpoint loaded at TP=1: logits equal (bf16 tolerance);
+- `tp2_resume`: the dense run saved at TP=1 with `checkpoint.optimizer_format =
+  "fully_reshardable"` after 20 steps, resumed at TP=2: steps 21..40 close to `dense`.
 
 Prints one JSON object (also written to --out); exit status 1 when a check fails.
 """
@@ -200,9 +204,23 @@ def main() -> None:
         shards = root / "shards"
         shards.mkdir()
         write_shards(shards)
-        if on("dense") or on("resume") or on("resume_paopt") or on("cuda_graphs"):
+        if any(
+            on(n)
+            for n in (
+                "dense",
+                "resume",
+                "resume_paopt",
+                "resume_fully_reshardable",
+                "cuda_graphs",
+                "tp2",
+                "tp2_resume",
+            )
+        ):
             checks["dense"] = check_run(root, config(root, shards, "dense"), "dense")
-        resumes = {"resume": {}}
+        fully = {
+            "checkpoint": {"every": 20, "keep_last": 2, "optimizer_format": "fully_reshardable"}
+        }
+        resumes = {"resume": {}, "resume_fully_reshardable": fully}
         if te:  # TE's FusedAdam keeps the master weights (megatron-core 0.16.1 load workaround)
             resumes["resume_paopt"] = {"parallel": {"precision_aware_optimizer": True}}
         for name, over in resumes.items():
@@ -211,7 +229,7 @@ def main() -> None:
             cfg = config(root, shards, name, **over)
             t = time.perf_counter()
             reference = "dense"  # the same run, uninterrupted
-            if over:
+            if over and "parallel" in over:
                 reference = f"{name}_uninterrupted"
                 vla_train(["run", "--config", str(config(root, shards, reference, **over))])
             p1 = vla_train(["run", "--config", str(cfg), "--steps", "20"])
@@ -225,7 +243,7 @@ def main() -> None:
                 "bit_identical": a == b,
                 "wall_s": round(time.perf_counter() - t, 1),
             }
-            if over:  # how far the optimizer variant itself is from the default one
+            if reference != "dense":  # how far the optimizer variant is from the default one
                 d = losses(root / "dense")
                 checks[name]["max_abs_loss_diff_vs_default_optimizer_steps_1_20"] = max(
                     (abs(x - y) for x, y in zip(d[:20], b[:20], strict=False)),
@@ -321,7 +339,7 @@ def main() -> None:
                 if not checks["fp8_primary"]["ok"]:
                     log = p1.stderr + p2.stdout + p2.stderr
                     checks["fp8_primary"]["log_tail"] = log[-2500:]
-        multi = ("tp2", "ep2", "tp2_to_tp1")
+        multi = ("tp2", "ep2", "tp2_to_tp1", "tp2_resume")
         if gpus < 2:
             for name in multi:
                 if on(name):
@@ -340,6 +358,29 @@ def main() -> None:
                     checks["tp2"]["max_abs_loss_diff_vs_1gpu"] = max(
                         abs(x - y) for x, y in zip(a, b, strict=False)
                     )
+            if on("tp2_resume"):  # saved at TP = 1 (fully_reshardable), resumed at TP = 2
+                cfg = config(root, shards, "tp2_resume", **fully)
+                p1 = vla_train(["run", "--config", str(cfg), "--steps", "20"])
+                cfg = config(
+                    root,
+                    shards,
+                    "tp2_resume",
+                    **fully,
+                    parallel={"tensor_model_parallel_size": 2, "sequence_parallel": True},
+                )
+                p2 = vla_train(["resume", "--config", str(cfg)], nproc=2)
+                a, b = losses(root / "dense"), losses(root / "tp2_resume")
+                diff = max((abs(x - y) for x, y in zip(a, b, strict=False)), default=float("inf"))
+                checks["tp2_resume"] = {
+                    "ok": p1.returncode == 0
+                    and p2.returncode == 0
+                    and len(b) == 40
+                    and diff < 2e-2,
+                    "steps": len(b),
+                    "max_abs_loss_diff_vs_1gpu_uninterrupted": diff,
+                }
+                if not checks["tp2_resume"]["ok"]:
+                    checks["tp2_resume"]["log_tail"] = (p1.stderr + p2.stdout + p2.stderr)[-2500:]
             if on("ep2"):
                 cfg = config(
                     root,
