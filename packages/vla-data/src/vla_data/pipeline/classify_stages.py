@@ -57,12 +57,7 @@ class FastTextLabel(Stage):
     thresholds = (Threshold("prob", "min_prob", "min"),)
 
     def __init__(
-        self,
-        name: str,
-        seed: int = 0,
-        model: str = "",
-        label: str = "",
-        min_prob: float = 0.5,
+        self, name: str, seed: int = 0, model: str = "", label: str = "", min_prob: float = 0.5,
         drop_label: bool = False,
     ):
         super().__init__(name, seed)
