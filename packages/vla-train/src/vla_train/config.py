@@ -145,8 +145,9 @@ class CheckpointSection(_Strict):
         description="megatron engine, distributed optimizer state: dp_reshardable = each rank "
         "writes its own shard (no gather; resumes at the same tensor/pipeline/expert split, "
         "any data-parallel size); fully_reshardable = gathered over data parallel into the "
-        "model's own shapes at save time (more memory and time per save), resumes at another "
-        "tensor/pipeline split too",
+        "model's own shapes at save time (every rank then holds its model partition's FP32 "
+        "master weights and Adam moments in CPU memory, 12 bytes per parameter, during the "
+        "save), resumes at another tensor/pipeline split and expert split above 1 too",
     )
 
 
