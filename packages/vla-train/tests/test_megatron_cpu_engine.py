@@ -1,7 +1,8 @@
 """The megatron engine's own loop on CPU under gloo (`_megatron_cpu_run.py`, shims in
 `_megatron_cpu.py`): megatron-core DDP, its distributed optimizer with BF16 params and FP32 main
-weights, torch_dist checkpoints and `vla-train resume`, at one process and at tensor, data and
-expert parallel 2. The GPU runs of the same checks are `gpu/megatron_engine_gpu.py`."""
+weights, torch_dist checkpoints and `vla-train resume`, at one process, at data parallel 2 and
+expert parallel 2, and resumed at tensor parallel 2 and expert parallel 4 from checkpoints saved
+at 1 and 2. The GPU runs of the same checks are `gpu/megatron_engine_gpu.py`."""
 
 from __future__ import annotations
 
@@ -101,18 +102,13 @@ def test_resume_continues_bit_identically(root: Path, uninterrupted: list) -> No
     assert uninterrupted[-1] < uninterrupted[0] - 1.0
 
 
-def test_tensor_and_data_parallel_2_follow_the_one_process_run(
-    root: Path, uninterrupted: list
-) -> None:
-    """The same global batch and init at TP = 2 (the weights split over two ranks) and at DP = 2
-    (the batch and the optimizer state split): the losses of the one-process run, to BF16
-    rounding of the differently ordered reductions."""
-    tp2 = run(root, "tp2", {"parallel": {"tensor_model_parallel_size": 2}}, nproc=2)
+def test_data_parallel_2_follows_the_one_process_run(root: Path, uninterrupted: list) -> None:
+    """The same global batch and init at DP = 2 (the batch and the optimizer state split over two
+    ranks): the losses of the one-process run, to BF16 rounding of the differently ordered
+    reductions (TP = 2 is checked the same way, after a resume, below)."""
     dp2 = run(root, "dp2", {}, nproc=2)
-    for losses in (tp2, dp2):
-        assert len(losses) == len(uninterrupted)
-        assert max(abs(a - b) for a, b in zip(losses, uninterrupted, strict=True)) < 1e-2
-    assert tp2 != uninterrupted  # really another layout (other reduction order)
+    assert len(dp2) == len(uninterrupted)
+    assert max(abs(a - b) for a, b in zip(dp2, uninterrupted, strict=True)) < 1e-2
 
 
 EP2 = {**MOE, "micro_batch_size": 1, "parallel": {"expert_model_parallel_size": 2}}
@@ -127,12 +123,12 @@ def test_expert_parallel_2_trains_and_resumes_bit_identically(
     root: Path, ep2_uninterrupted: list
 ) -> None:
     """tiny-moe with its 8 experts split over two ranks (EP = 2, all-gather dispatch; megatron
-    chains a dense and an expert optimizer): the loss falls, and a run stopped at step 3 and
-    resumed matches the uninterrupted one exactly."""
-    full, ep2 = ep2_uninterrupted, EP2
+    chains a dense and an expert optimizer): the loss falls, and the run resumed from its
+    step-3 checkpoint in new processes matches the uninterrupted one exactly."""
+    full = ep2_uninterrupted
     assert full[-1] < full[0] - 0.5
-    assert run(root, "ep2_part", ep2, nproc=2, steps=3) == full[:3]
-    run(root, "ep2_part", ep2, nproc=2)
+    fork(root, "ep2", "ep2_part", 3)
+    run(root, "ep2_part", {**EP2, **FULLY}, nproc=2)
     losses = [json.loads(line)["loss"] for line in (root / "ep2_part" / "metrics.jsonl").open()]
     assert losses == full
 
@@ -146,6 +142,8 @@ def test_fully_reshardable_optimizer_state_resumes_at_tensor_parallel_2(
     with the Adam moments zeroed after the load was 0.12 off at step 5)."""
     fork(root, "full", "fr", 3)
     run(root, "fr", {**FULLY, "parallel": {"tensor_model_parallel_size": 2}}, nproc=2)
+    # the TP = 2 steps (weights split over two ranks, other reduction order) follow the
+    # one-process run to BF16 rounding; from scratch they were within 2.0e-3 (2026-12-07)
     losses = [json.loads(line)["loss"] for line in (root / "fr" / "metrics.jsonl").open()]
     assert len(losses) == len(uninterrupted)
     assert losses[:3] == uninterrupted[:3]
