@@ -105,10 +105,17 @@ def test_resume_continues_bit_identically(root: Path, uninterrupted: list) -> No
 def test_data_parallel_2_follows_the_one_process_run(root: Path, uninterrupted: list) -> None:
     """The same global batch and init at DP = 2 (the batch and the optimizer state split over two
     ranks): the losses of the one-process run, to BF16 rounding of the differently ordered
-    reductions (TP = 2 is checked the same way, after a resume, below)."""
-    dp2 = run(root, "dp2", {}, nproc=2)
+    reductions (TP = 2 is checked the same way, after a resume, below). Its checkpoints gather
+    the optimizer state on DP rank 0 alone (`gather_optimizer_to_one_rank`); resumed from
+    step 3 in one process, steps 4-6 follow the one-process run again."""
+    gather = {"checkpoint": {**FULLY["checkpoint"], "gather_optimizer_to_one_rank": True}}
+    dp2 = run(root, "dp2", gather, nproc=2)
     assert len(dp2) == len(uninterrupted)
     assert max(abs(a - b) for a, b in zip(dp2, uninterrupted, strict=True)) < 1e-2
+    fork(root, "dp2", "dp2_to_1", 3)
+    resumed = run(root, "dp2_to_1", gather)
+    assert resumed[:3] == dp2[:3]
+    assert max(abs(a - b) for a, b in zip(resumed[3:], uninterrupted[3:], strict=True)) < 5e-3
 
 
 EP2 = {**MOE, "micro_batch_size": 1, "parallel": {"expert_model_parallel_size": 2}}

@@ -953,6 +953,13 @@ def test_resume_at_another_split_names_what_changed() -> None:
     assert "checkpoint.optimizer_format = 'fully_reshardable'" in problem
 
 
+def test_gathering_the_optimizer_to_one_rank_needs_the_fully_reshardable_format() -> None:
+    with pytest.raises(ValueError, match="gather_optimizer_to_one_rank needs"):
+        cfg_of(checkpoint={"gather_optimizer_to_one_rank": True})
+    fully = {"optimizer_format": "fully_reshardable", "gather_optimizer_to_one_rank": True}
+    assert cfg_of(checkpoint=fully).checkpoint.gather_optimizer_to_one_rank
+
+
 def test_fully_reshardable_state_resumes_at_another_tensor_or_pipeline_split() -> None:
     saved = cfg_of().parallel.model_dump(mode="json")
     split = {"tensor_model_parallel_size": 2, "pipeline_model_parallel_size": 2}

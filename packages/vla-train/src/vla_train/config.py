@@ -21,7 +21,7 @@ eod_id = 0                       # optional when vocab_layout has <|endoftext|>
 [optimizer]   lr, min_lr, betas, eps, weight_decay, grad_clip, fused
 [schedule]    train_steps, warmup_steps
 [loss]        modality_weights = {vision = 0.5}
-[checkpoint]  every, keep_last
+[checkpoint]  every, keep_last, save_final, optimizer_format, gather_optimizer_to_one_rank
 [logging]     every, tensorboard, progress, peak_tflops
 [guards]      max_skipped_steps, spike_factor, spike_window
 [parallel]    megatron engine: tensor/pipeline/virtual/context/expert parallel sizes,
@@ -149,6 +149,22 @@ class CheckpointSection(_Strict):
         "master weights and Adam moments in CPU memory, 12 bytes per parameter, during the "
         "save), resumes at another tensor/pipeline split and expert split above 1 too",
     )
+    gather_optimizer_to_one_rank: bool = Field(
+        default=False,
+        description="fully_reshardable only (megatron's "
+        "distrib_optim_fully_reshardable_mem_efficient): gather the optimizer state over gloo "
+        "to data-parallel rank 0 alone, which writes it; the other ranks of each model "
+        "partition hold none of it in CPU memory, at the cost of a slower, unparallel write",
+    )
+
+    @model_validator(mode="after")
+    def _gather_needs_fully_reshardable(self) -> CheckpointSection:
+        if self.gather_optimizer_to_one_rank and self.optimizer_format != "fully_reshardable":
+            raise ValueError(
+                "checkpoint.gather_optimizer_to_one_rank needs "
+                "checkpoint.optimizer_format = 'fully_reshardable'"
+            )
+        return self
 
 
 class LoggingSection(_Strict):

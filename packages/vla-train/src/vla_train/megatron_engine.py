@@ -760,13 +760,19 @@ class MegatronTrainer:
 
     def _sharded_state_dict(self, optimizer_format: str, loading: bool = False) -> dict[str, Any]:
         """The model's and the optimizer's sharded state; `optimizer_format` is megatron's
-        `distrib_optim_sharding_type` (`checkpoint.optimizer_format`, or the saved one on load)."""
+        `distrib_optim_sharding_type` (`checkpoint.optimizer_format`, or the saved one on load).
+        With `checkpoint.gather_optimizer_to_one_rank` a save gathers the fully_reshardable
+        state on data-parallel rank 0 only (megatron leaves the other ranks' part empty)."""
         model_sd = model_sharded_state_dict(self.chunks)
         sd = dict(model_sd)
+        gather_to_one = self.cfg.checkpoint.gather_optimizer_to_one_rank and not loading
         sd["optimizer"] = self.optimizer.sharded_state_dict(
             model_sd,
             is_loading=loading,
-            metadata={"distrib_optim_sharding_type": optimizer_format},
+            metadata={
+                "distrib_optim_sharding_type": optimizer_format,
+                "distrib_optim_fully_reshardable_mem_efficient": gather_to_one,
+            },
         )
         return sd
 
