@@ -73,10 +73,10 @@ def _undecodable_audio(path: Path) -> bool:
     return samples == 0
 
 
-def test_same_seed_same_bytes(tmp_path):
-    a = generate_corpus(tmp_path / "a", corrupt=True, seed=3)
-    b = generate_corpus(tmp_path / "b", corrupt=True, seed=3)
-    files_a, files_b = _files_on_disk(a.root), _files_on_disk(b.root)
+def test_same_seed_same_bytes(corpus, tmp_path):
+    """A second corpus with the module's seed (0) has the module corpus's bytes; seed 4 differs."""
+    b = generate_corpus(tmp_path / "b", corrupt=True, seed=0)
+    files_a, files_b = _files_on_disk(corpus.root), _files_on_disk(b.root)
     assert files_a.keys() == files_b.keys()
     assert [k for k in files_a if files_a[k] != files_b[k]] == []
     c = generate_corpus(tmp_path / "c", seed=4)
