@@ -323,6 +323,12 @@ def run_ours(args, name: str) -> dict:
             profiled = profile_steps(lambda n: trainer.train(stop_after=n))
         recs = [json.loads(line) for line in (cfg.out_dir / "metrics.jsonl").open()]
         recs = recs[: args.steps]
+    skipped = [r for r in recs if "skipped" in r]
+    if skipped:  # a skipped step does no optimizer work: its time is not a training step's
+        raise SystemExit(
+            f"{name}: the guards skipped steps {[r['step'] for r in skipped]} (first: "
+            f"{skipped[0]['skipped']}): no throughput is reported for a run that does not train"
+        )
     dt = statistics.median(r["step_time_s"] for r in recs[args.skip :])
     tps = batch * args.seq / dt
     counts = count_parameters(mcfg)
