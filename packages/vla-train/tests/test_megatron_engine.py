@@ -33,6 +33,7 @@ from vla_train.megatron_engine import (
     loss_terms,
     model_sharded_state_dict,
     moe_fusion_overrides,
+    nonfinite_grad_names,
     optimizer_layout_problem,
     optimizer_precision_options,
     restore_torch_adam_steps,
@@ -1016,3 +1017,18 @@ def test_model_space_load_leaves_torch_adams_step_alone() -> None:
     state = opt.optimizer.state[opt.main]
     assert list(state) == ["exp_avg", "exp_avg_sq", "step"] and state["step"].item() == 7.0
     assert opt.main.data.eq(1).all() and state["exp_avg"].eq(2).all()
+
+
+def test_nonfinite_grads_are_named_from_main_grad_or_grad() -> None:
+    """The skip record of a step with a non-finite gradient norm names the parameters."""
+    a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    for p in (*a.parameters(), *b.parameters()):
+        p.main_grad = torch.zeros_like(p)
+    b.weight.main_grad[0, 1] = float("nan")
+    a.bias.main_grad[0] = float("inf")
+    a.weight.grad = torch.full_like(a.weight, float("nan"))  # main_grad is the one read
+    assert nonfinite_grad_names([a]) == ["bias"]
+    assert nonfinite_grad_names([a, b]) == ["chunk0.bias", "chunk1.weight"]
+    plain = torch.nn.Linear(2, 2)
+    plain.weight.grad = torch.tensor([[1.0, float("-inf")], [0.0, 0.0]])
+    assert nonfinite_grad_names([plain]) == ["weight"]

@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import gc
 import json
+import math
 import os
 import shutil
 import time
@@ -676,6 +677,13 @@ class MegatronTrainer:
         grad_norm = float("inf") if found_inf else float(opt.get_grad_norm())
         reason = self.guard.check(step + 1, loss, grad_norm)
         if reason is not None:
+            if not math.isfinite(grad_norm):
+                bad = nonfinite_grad_names([unwrap_chunk(c) for c in self.chunks])
+                if bad:  # name the culprits (this rank's grad buffers) in the skip record
+                    more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+                    reason += f"; non-finite gradients on rank {self.rank}: "
+                    reason += ", ".join(bad[:5]) + more
+                    self.guard.skipped[-1].update(reason=reason, nonfinite_grads=bad[:50])
             return reason, grad_norm
         clip = self.cfg.optimizer.grad_clip
         for sub in getattr(opt, "chained_optimizers", [opt]):
@@ -1177,6 +1185,20 @@ def hide_padding_flags(state: Any) -> Any:
     if isinstance(state, list):
         return [hide_padding_flags(v) for v in state]
     return state
+
+
+def nonfinite_grad_names(models: list[torch.nn.Module]) -> list[str]:
+    """Names of the parameters whose gradient (megatron's `main_grad`, else `.grad`) holds a
+    NaN or inf, in parameter order; one name per tensor (the diagnosis of a skipped step)."""
+    names = []
+    for i, model in enumerate(models):
+        prefix = f"chunk{i}." if len(models) > 1 else ""
+        for name, p in model.named_parameters():
+            g = getattr(p, "main_grad", None)
+            g = p.grad if g is None else g
+            if g is not None and not bool(torch.isfinite(g).all()):
+                names.append(prefix + name)
+    return names
 
 
 def unwrap_chunk(chunk: torch.nn.Module) -> torch.nn.Module:
