@@ -335,7 +335,9 @@ class MegatronSection(_Strict):
         default=False,
         description="dense MLPs through TE's operation fuser (megatron's TEFusedMLP): RMSNorm, "
         "FC1, SwiGLU and FC2 as one te.ops.Sequential whose kernels write the SwiGLU output "
-        "straight in FC2's FP8 input format. TE spec only; same weights and checkpoint keys",
+        "straight in FC2's FP8 input format. TE spec only; same weights and checkpoint keys. "
+        "Not usable yet: on an H100 with TE 2.11 and megatron-core 0.16.1 every step's gradient "
+        "norm came out non-finite and the guards skipped it (gpu/RESULTS.md, fifth round)",
     )
     te_activation: bool = Field(
         default=False,
