@@ -5,6 +5,7 @@
 #   carry .te2:  bash packages/vla-train/gpu/run_on_device.sh torch   # TE chunk 2 + torch engine
 #                (or `... stage2`: TE chunk 2 only)
 #   carry .te3:  bash packages/vla-train/gpu/run_on_device.sh te [CHECKS]  # TE built; engine checks
+#   carry .te3:  bash packages/vla-train/gpu/run_on_device.sh probe [VARIANTS]  # op-fuser probe
 #   (no carry):  bash packages/vla-train/gpu/run_on_device.sh bench [VARIANTS [--profile V,..]]
 #   (no carry):  bash packages/vla-train/gpu/run_on_device.sh moe [LAYERS [ARGS..]]  # EP = GPUs here
 # Results go to $OUT as JSON.
@@ -28,6 +29,10 @@ case "${1:-}" in
     PYTHONPATH=/tmp/site python3 packages/vla-train/gpu/megatron_engine_gpu.py \
       --out "$OUT/megatron_engine_gpu_te.json" \
       --only "${2:-dense,resume,resume_paopt,cuda_graphs,document_mask,moe,fp8_delayed,fp8_current,fp8_primary}";;
+  probe)  # why te_op_fuser runs skip every step (see gpu/op_fuser_probe.py)
+    bash packages/vla-model/gpu/te_setup.sh 3 || exit 1
+    PYTHONPATH=/tmp/site:$SRC python3 packages/vla-train/gpu/op_fuser_probe.py \
+      --out "$OUT/op_fuser_probe.json" ${2:+--only "$2"};;
   moe)    # a reduced-depth vla-10b-moe: EP = the GPUs here (TE needed: grouped GEMM)
     n=$(nvidia-smi -L | wc -l)
     PYTHONPATH=/tmp/site:$SRC python3 -m torch.distributed.run --nproc_per_node "$n" \
@@ -37,5 +42,5 @@ case "${1:-}" in
     PYTHONPATH=/tmp/site:$SRC python3 packages/vla-train/bench/megatron_mfu.py \
       --out "$OUT/megatron_mfu.json" --variants "${2:-anchor,bf16,fp8-delayed,bf16-unfused}" \
       --steps 15 --skip 5 "${@:3}";;
-  *) echo "usage: run_on_device.sh local|stage2|torch|te [CHECKS]|moe [LAYERS [ARGS..]]|bench [VARIANTS [--profile V,..]]"; exit 2;;
+  *) echo "usage: run_on_device.sh local|stage2|torch|te [CHECKS]|probe [VARIANTS]|moe [LAYERS [ARGS..]]|bench [VARIANTS [--profile V,..]]"; exit 2;;
 esac
