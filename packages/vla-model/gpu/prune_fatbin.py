@@ -31,7 +31,7 @@ def section(data: bytes, name: str) -> tuple[int, int]:
     """(file offset, size) of the ELF64 little-endian section `name`."""
     if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
         raise ValueError("not a 64-bit little-endian ELF file")
-    shoff, = struct.unpack_from("<Q", data, 0x28)
+    (shoff,) = struct.unpack_from("<Q", data, 0x28)
     shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
     str_off = struct.unpack_from("<Q", data, shoff + shstrndx * shentsize + 0x18)[0]
     for i in range(shnum):
