@@ -1032,3 +1032,11 @@ def test_nonfinite_grads_are_named_from_main_grad_or_grad() -> None:
     plain = torch.nn.Linear(2, 2)
     plain.weight.grad = torch.tensor([[1.0, float("-inf")], [0.0, 0.0]])
     assert nonfinite_grad_names([plain]) == ["weight"]
+
+
+def test_each_pipeline_stage_draws_its_init_from_its_own_seed() -> None:
+    """Without the offset, stage 1's first layers would start as copies of stage 0's."""
+    from vla_train.megatron_engine import stage_seed
+
+    assert stage_seed(1234, 0) == 1234
+    assert len({stage_seed(1234, r) for r in range(8)}) == 8

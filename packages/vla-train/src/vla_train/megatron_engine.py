@@ -100,6 +100,13 @@ def rng_tracker_options(cfg: TrainConfig, *, have_te: bool) -> dict[str, bool]:
     return {"te_rng_tracker": graphs and have_te, "use_cudagraphable_rng": graphs}
 
 
+def stage_seed(seed: int, pipeline_rank: int) -> int:
+    """The seed of a pipeline stage's weight init and RNG (Megatron-LM's convention): without the
+    offset every stage would draw its layers from the same stream, so the first layers of each
+    stage would start identical. Pipeline rank 0 (and every run without pipelining) keeps `seed`."""
+    return seed + 100 * pipeline_rank
+
+
 def transformer_overrides(
     cfg: TrainConfig, *, have_te: bool, te_layers: bool | None = None
 ) -> dict[str, Any]:
@@ -429,9 +436,10 @@ class MegatronTrainer:
                 expert_tensor_parallel_size=p.expert_tensor_parallel_size,
             )
         self.ps = ps
-        torch.manual_seed(cfg.seed)
+        seed = stage_seed(cfg.seed, ps.get_pipeline_model_parallel_rank())
+        torch.manual_seed(seed)
         self.have_te = have_transformer_engine()
-        model_parallel_cuda_manual_seed(cfg.seed, **rng_tracker_options(cfg, have_te=self.have_te))
+        model_parallel_cuda_manual_seed(seed, **rng_tracker_options(cfg, have_te=self.have_te))
         self.dp_rank = ps.get_data_parallel_rank()
         self.accum = cfg.accumulation_steps(self.dp)
         self.bf16 = cfg.precision in ("auto", "bf16")
