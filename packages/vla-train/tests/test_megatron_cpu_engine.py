@@ -6,6 +6,7 @@ and expert parallel 4 from checkpoints saved at 1 and 2. The GPU runs of the sam
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -17,6 +18,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from vla_train.megatron_engine import rank_of_file
 
 HERE = Path(__file__).resolve().parent
 MOE = {
@@ -66,6 +69,17 @@ def fork(root: Path, src: str, dst: str, step: int) -> None:
     for ckpt in (root / dst / "checkpoints").glob("step-*"):
         if int(ckpt.name.split("-")[1]) > step:
             shutil.rmtree(ckpt)
+
+
+def assert_manifest_lists_every_file(ckpt: Path) -> None:
+    """The manifest (its digests computed by the ranks that wrote the files) names every file
+    of the checkpoint with its SHA-256."""
+    files = json.loads((ckpt / "manifest.json").read_text())["files"]
+    on_disk = {str(f.relative_to(ckpt)) for f in ckpt.rglob("*") if f.is_file()}
+    assert set(files) == on_disk - {"manifest.json"}
+    assert any(rank_of_file(n) == 1 for n in files)  # a second rank wrote (and hashed) some
+    for name, digest in files.items():
+        assert hashlib.sha256((ckpt / name).read_bytes()).hexdigest() == digest, name
 
 
 # the uninterrupted runs save their step-3 checkpoints in the model-space format, which the
@@ -176,6 +190,7 @@ def test_fully_reshardable_state_resumes_at_pipeline_parallel_2(
     assert losses[:3] == uninterrupted[:3]
     assert max(abs(a - b) for a, b in zip(losses[3:], uninterrupted[3:], strict=True)) < 1e-3
     saved = root / name / "checkpoints" / "step-00000006" / "manifest.json"
+    assert_manifest_lists_every_file(saved.parent)
     layout = json.loads(saved.read_text())["trainer_state"]["parallel"]
     assert (
         layout["pipeline_model_parallel_size"],

@@ -1040,3 +1040,15 @@ def test_each_pipeline_stage_draws_its_init_from_its_own_seed() -> None:
 
     assert stage_seed(1234, 0) == 1234
     assert len({stage_seed(1234, r) for r in range(8)}) == 8
+
+
+def test_checkpoint_files_are_hashed_by_the_rank_that_wrote_them() -> None:
+    from vla_train.megatron_engine import rank_of_file
+
+    assert rank_of_file("dist/__0_1.distcp") == 0
+    assert rank_of_file("dist/__17_0.distcp") == 17
+    assert rank_of_file("rng-rank3.safetensors") == 3
+    for shared in ("dist/.metadata", "dist/common.pt", "dist/metadata.json", "manifest.json"):
+        assert rank_of_file(shared) is None
+    assert rank_of_file("dist/__x_0.distcp") is None
+    assert rank_of_file("rng-rankX.safetensors") is None

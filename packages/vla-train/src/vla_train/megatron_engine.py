@@ -823,10 +823,8 @@ class MegatronTrainer:
         save_file({k: v.contiguous() for k, v in self._rng_tensors().items()}, str(rng_file))
         _fsync(rng_file)
         dist.barrier()
+        files = self._hash_files(tmp)
         if self.is_main:
-            files = {
-                str(f.relative_to(tmp)): _sha256(f) for f in sorted(tmp.rglob("*")) if f.is_file()
-            }
             manifest = CheckpointManifest(
                 engine="megatron",
                 step=self.step,
@@ -854,6 +852,21 @@ class MegatronTrainer:
                 shutil.rmtree(stale, ignore_errors=True)
         dist.barrier()
         return final
+
+    def _hash_files(self, folder: Path) -> dict[str, str] | None:
+        """SHA-256 of every file of a written checkpoint folder, spread over the ranks: each
+        hashes the files it wrote (`rank_of_file`), rank 0 also those no rank claims; rank 0
+        gets the whole `{relative path: digest}` map, the others None. At 256 ranks the
+        manifest costs one rank's share of the bytes instead of all of them."""
+        names = sorted(str(f.relative_to(folder)) for f in folder.rglob("*") if f.is_file())
+        mine = {n: _sha256(folder / n) for n in names if rank_of_file(n) == self.rank}
+        parts: list[dict[str, str] | None] | None = [None] * self.world if self.is_main else None
+        dist.gather_object(mine, parts, dst=0)
+        if not self.is_main:
+            return None
+        files = {k: v for part in parts for k, v in (part or {}).items()}
+        files.update({n: _sha256(folder / n) for n in names if n not in files})
+        return dict(sorted(files.items()))
 
     def _gather_params(self) -> None:
         """With `overlap_param_gather` an optimizer step updates only this rank's shard of the
@@ -1012,6 +1025,19 @@ class MegatronTrainer:
         if self.cfg.parallel.tensor_model_parallel_size > 1:
             out = gather_from_tensor_model_parallel_region(out)
         return out[..., : self.mcfg.vocab_size].float()
+
+
+def rank_of_file(name: str) -> int | None:
+    """The rank that wrote a checkpoint file, from its name: torch_dist's `dist/__<rank>_<n>.distcp`
+    and our `rng-rank<rank>.safetensors`; None for shared files (metadata, common state)."""
+    base = Path(name).name
+    if base.startswith("__") and base.endswith(".distcp"):
+        head = base[2:].split("_", 1)[0]
+        return int(head) if head.isdigit() else None
+    if base.startswith("rng-rank") and base.endswith(".safetensors"):
+        head = base[len("rng-rank") : -len(".safetensors")]
+        return int(head) if head.isdigit() else None
+    return None
 
 
 def tracker_state_tensors(states: dict[str, Any]) -> dict[str, torch.Tensor]:
