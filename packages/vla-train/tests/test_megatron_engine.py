@@ -803,6 +803,10 @@ def test_model_state_keys_are_the_models_own_inside_ddp_and_float16_wrappers() -
         ),
         ({"engine": "torch", "fp8": {"recipe": "delayed"}}, ["[fp8] need engine = 'megatron'"]),
         (
+            {"engine": "torch", "checkpoint": {"async_save": True}},
+            ["checkpoint.async_save needs engine = 'megatron'"],
+        ),
+        (
             {"engine": "torch", "parallel": {"use_distributed_optimizer": False},
              "fp8": {"first_last_layers_bf16": True}},
             ["[parallel], [fp8] need engine = 'megatron'"],

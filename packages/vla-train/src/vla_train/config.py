@@ -21,7 +21,8 @@ eod_id = 0                       # optional when vocab_layout has <|endoftext|>
 [optimizer]   lr, min_lr, betas, eps, weight_decay, grad_clip, fused
 [schedule]    train_steps, warmup_steps
 [loss]        modality_weights = {vision = 0.5}
-[checkpoint]  every, keep_last, save_final, optimizer_format, gather_optimizer_to_one_rank
+[checkpoint]  every, keep_last, save_final, optimizer_format, gather_optimizer_to_one_rank,
+              async_save
 [logging]     every, tensorboard, progress, peak_tflops
 [guards]      max_skipped_steps, spike_factor, spike_window
 [parallel]    megatron engine: tensor/pipeline/virtual/context/expert parallel sizes,
@@ -155,6 +156,14 @@ class CheckpointSection(_Strict):
         "distrib_optim_fully_reshardable_mem_efficient): gather the optimizer state over gloo "
         "to data-parallel rank 0 alone, which writes it; the other ranks of each model "
         "partition hold none of it in CPU memory, at the cost of a slower, unparallel write",
+    )
+
+    async_save: bool = Field(
+        default=False,
+        description="megatron engine: write the torch_dist shards in a background process "
+        "(megatron's async save): training continues once the state is copied to host memory; "
+        "the checkpoint appears (manifest written, folder renamed) when every rank's writer has "
+        "finished, checked after each step and at the end of the run",
     )
 
     @model_validator(mode="after")
@@ -400,6 +409,11 @@ class TrainConfig(_Strict):
                     f"[{'], ['.join(megatron_only)}] need engine = 'megatron' (the torch engine "
                     "is data-parallel only, in BF16 autocast or FP32)"
                 )
+        if self.engine == "torch" and self.checkpoint.async_save:
+            raise ValueError(
+                "checkpoint.async_save needs engine = 'megatron' (the torch engine writes its "
+                "safetensors checkpoints synchronously)"
+            )
         if self.engine == "megatron" and self.fp8.recipe != "none" and self.precision == "fp32":
             raise ValueError("fp8 needs precision 'auto' or 'bf16' (FP8 GEMMs, BF16 elsewhere)")
         if self.fp8.primary_weights and not self.parallel.use_distributed_optimizer:

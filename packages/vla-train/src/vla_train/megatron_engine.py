@@ -482,6 +482,11 @@ class MegatronTrainer:
             cfg.guards.spike_min_history,
         )
         self.ckpt_root = cfg.out_dir / "checkpoints"
+        self.async_saves = None  # megatron's queue of background checkpoint writes
+        if cfg.checkpoint.async_save:
+            from megatron.core.dist_checkpointing.strategies.async_utils import AsyncCallsQueue
+
+            self.async_saves = AsyncCallsQueue()
         self.step = 0
         self.resumed_from: Path | None = None
         if resume:
@@ -803,7 +808,9 @@ class MegatronTrainer:
         return out
 
     def save(self) -> Path | None:
-        """Checkpoint after `self.step` optimizer steps (collective over all ranks)."""
+        """Checkpoint after `self.step` optimizer steps (collective over all ranks). With
+        `checkpoint.async_save` the shards are written in the background and the folder appears
+        at a later `finish_saves`; the returned path is where it will be."""
         from megatron.core import dist_checkpointing
         from safetensors.torch import save_file
 
@@ -818,40 +825,62 @@ class MegatronTrainer:
         dist.barrier()
         self._gather_params()
         fmt = self.cfg.checkpoint.optimizer_format
-        dist_checkpointing.save(self._sharded_state_dict(fmt), str(tmp / DIST_DIR))
         rng_file = tmp / f"rng-rank{self.rank}.safetensors"
         save_file({k: v.contiguous() for k, v in self._rng_tensors().items()}, str(rng_file))
         _fsync(rng_file)
+        manifest = self._manifest(fmt)  # the state of now, not of when the write finishes
+        sd = self._sharded_state_dict(fmt)
+        if self.async_saves is None:
+            dist_checkpointing.save(sd, str(tmp / DIST_DIR))
+            self._publish(tmp, final, manifest)
+            return final
+        request = dist_checkpointing.save(sd, str(tmp / DIST_DIR), async_sharded_save=True)
+        request.add_finalize_fn(functools.partial(self._publish, tmp, final, manifest))
+        self.async_saves.schedule_async_request(request)
+        return final
+
+    def finish_saves(self, *, wait: bool) -> None:
+        """Publish the background checkpoint writes that have finished on every rank (all of
+        them with `wait`); collective. A no-op without `checkpoint.async_save`."""
+        if self.async_saves is not None:
+            self.async_saves.maybe_finalize_async_calls(blocking=wait)
+
+    def _manifest(self, fmt: str) -> CheckpointManifest:
+        """This step's checkpoint manifest, without the file digests."""
+        return CheckpointManifest(
+            engine="megatron",
+            step=self.step,
+            consumed_samples=self.step * self.cfg.global_batch_size,
+            tokens_seen=self.step * self.cfg.tokens_per_step,
+            world_size=self.world,
+            model=json.loads(self.mcfg.to_json()),
+            param_groups=[{"lr": g["lr"]} for g in self.optimizer.param_groups[:1]],
+            trainer_state={
+                "guard": json.loads(json.dumps(self.guard.state())),  # a copy of now's
+                "parallel": self.cfg.parallel.model_dump(mode="json"),
+                "fp8": self.cfg.fp8.model_dump(mode="json"),
+                "optimizer_format": fmt,
+            },
+            config_digest=digest_of(self.cfg.model_dump(mode="json")),
+            files={},
+        )
+
+    def _publish(self, tmp: Path, final: Path, manifest: CheckpointManifest) -> None:
+        """Every rank's files of `tmp` are written: digest them, write the manifest and rename
+        `tmp` to `final` (rank 0), drop checkpoints beyond `keep_last`; collective."""
         dist.barrier()
         files = self._hash_files(tmp)
         if self.is_main:
-            manifest = CheckpointManifest(
-                engine="megatron",
-                step=self.step,
-                consumed_samples=self.step * self.cfg.global_batch_size,
-                tokens_seen=self.step * self.cfg.tokens_per_step,
-                world_size=self.world,
-                model=json.loads(self.mcfg.to_json()),
-                param_groups=[{"lr": g["lr"]} for g in self.optimizer.param_groups[:1]],
-                trainer_state={
-                    "guard": self.guard.state(),
-                    "parallel": self.cfg.parallel.model_dump(mode="json"),
-                    "fp8": self.cfg.fp8.model_dump(mode="json"),
-                    "optimizer_format": fmt,
-                },
-                config_digest=digest_of(self.cfg.model_dump(mode="json")),
-                files=files,
-            )
+            manifest = manifest.model_copy(update={"files": files})
             (tmp / MANIFEST).write_text(manifest.model_dump_json(indent=1) + "\n")
             _fsync(tmp / MANIFEST)
             if final.exists():
                 shutil.rmtree(final)
             os.rename(tmp, final)
-            _fsync(root)
-            for stale in list_checkpoints(root)[: -self.cfg.checkpoint.keep_last]:
+            _fsync(self.ckpt_root)
+            for stale in list_checkpoints(self.ckpt_root)[: -self.cfg.checkpoint.keep_last]:
                 shutil.rmtree(stale, ignore_errors=True)
         dist.barrier()
-        return final
 
     def _hash_files(self, folder: Path) -> dict[str, str] | None:
         """SHA-256 of every file of a written checkpoint folder, spread over the ranks: each
@@ -993,6 +1022,11 @@ class MegatronTrainer:
                 ):
                     result.final_checkpoint = self.save()
                     t0 = time.perf_counter()  # checkpoint time is not step time
+                self.finish_saves(wait=False)
+            self.finish_saves(wait=True)
+        except TrainingStopped:
+            self.finish_saves(wait=True)  # every rank stops here: the last checkpoint lands
+            raise
         finally:
             if gc_every:
                 gc.enable()
