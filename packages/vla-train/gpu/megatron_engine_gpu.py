@@ -13,6 +13,7 @@ One GPU:
 - `resume`: the same run stopped after 20 steps (`--steps 20`), then `vla-train resume`: its
   steps 21..40 must equal the uninterrupted run's (max abs diff reported; bit-identical is the
   expectation with deterministic kernels, bf16 tolerance is accepted).
+- `resume_async`: `resume` with `checkpoint.async_save` (shards written in the background).
 - `resume_fully_reshardable`: `resume` with the optimizer state saved `fully_reshardable`
   (gathered into the model's shapes; TE's FusedAdam keeps its step in the param groups).
 - `resume_paopt` (TE only): the same with the precision-aware optimizer (TE's FusedAdam keeps
@@ -37,6 +38,7 @@ Two or more GPUs (skipped otherwise, reported as such):
 - `tp2_to_tp1`: the TP=2 checkpoint loaded at TP=1: logits equal (bf16 tolerance);
 - `tp2_resume`: the dense run saved at TP=1 with `checkpoint.optimizer_format =
   "fully_reshardable"` after 20 steps, resumed at TP=2: steps 21..40 close to `dense`.
+- `pp2_resume`: the same, resumed with the layers in two pipeline stages (PP=2).
 
 Prints one JSON object (also written to --out); exit status 1 when a check fails.
 """
@@ -211,16 +213,19 @@ def main() -> None:
                 "resume",
                 "resume_paopt",
                 "resume_fully_reshardable",
+                "resume_async",
                 "cuda_graphs",
                 "tp2",
                 "tp2_resume",
+                "pp2_resume",
             )
         ):
             checks["dense"] = check_run(root, config(root, shards, "dense"), "dense")
         fully = {
             "checkpoint": {"every": 20, "keep_last": 2, "optimizer_format": "fully_reshardable"}
         }
-        resumes = {"resume": {}, "resume_fully_reshardable": fully}
+        background = {"checkpoint": {"every": 20, "keep_last": 2, "async_save": True}}
+        resumes = {"resume": {}, "resume_fully_reshardable": fully, "resume_async": background}
         if te:  # TE's FusedAdam keeps the master weights (megatron-core 0.16.1 load workaround)
             resumes["resume_paopt"] = {"parallel": {"precision_aware_optimizer": True}}
         for name, over in resumes.items():
@@ -339,7 +344,7 @@ def main() -> None:
                 if not checks["fp8_primary"]["ok"]:
                     log = p1.stderr + p2.stdout + p2.stderr
                     checks["fp8_primary"]["log_tail"] = log[-2500:]
-        multi = ("tp2", "ep2", "tp2_to_tp1", "tp2_resume")
+        multi = ("tp2", "ep2", "tp2_to_tp1", "tp2_resume", "pp2_resume")
         if gpus < 2:
             for name in multi:
                 if on(name):
@@ -358,20 +363,20 @@ def main() -> None:
                     checks["tp2"]["max_abs_loss_diff_vs_1gpu"] = max(
                         abs(x - y) for x, y in zip(a, b, strict=False)
                     )
-            if on("tp2_resume"):  # saved at TP = 1 (fully_reshardable), resumed at TP = 2
-                cfg = config(root, shards, "tp2_resume", **fully)
-                p1 = vla_train(["run", "--config", str(cfg), "--steps", "20"])
-                cfg = config(
-                    root,
-                    shards,
-                    "tp2_resume",
-                    **fully,
-                    parallel={"tensor_model_parallel_size": 2, "sequence_parallel": True},
-                )
+            splits = {  # saved at TP = PP = 1 (fully_reshardable), resumed on two GPUs
+                "tp2_resume": {"tensor_model_parallel_size": 2, "sequence_parallel": True},
+                "pp2_resume": {"pipeline_model_parallel_size": 2},
+            }
+            for name, parallel in splits.items():
+                if not on(name):
+                    continue
+                first = config(root, shards, name, **fully)
+                p1 = vla_train(["run", "--config", str(first), "--steps", "20"])
+                cfg = config(root, shards, name, **fully, parallel=parallel)
                 p2 = vla_train(["resume", "--config", str(cfg)], nproc=2)
-                a, b = losses(root / "dense"), losses(root / "tp2_resume")
+                a, b = losses(root / "dense"), losses(root / name)
                 diff = max((abs(x - y) for x, y in zip(a, b, strict=False)), default=float("inf"))
-                checks["tp2_resume"] = {
+                checks[name] = {
                     "ok": p1.returncode == 0
                     and p2.returncode == 0
                     and len(b) == 40
@@ -379,8 +384,8 @@ def main() -> None:
                     "steps": len(b),
                     "max_abs_loss_diff_vs_1gpu_uninterrupted": diff,
                 }
-                if not checks["tp2_resume"]["ok"]:
-                    checks["tp2_resume"]["log_tail"] = (p1.stderr + p2.stdout + p2.stderr)[-2500:]
+                if not checks[name]["ok"]:
+                    checks[name]["log_tail"] = (p1.stderr + p2.stdout + p2.stderr)[-2500:]
             if on("ep2"):
                 cfg = config(
                     root,
