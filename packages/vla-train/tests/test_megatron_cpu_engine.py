@@ -46,8 +46,10 @@ def _port() -> str:
         return str(s.getsockname()[1])
 
 
-def run(root: Path, name: str, over: dict, *, nproc: int = 1, steps: int | None = None) -> list:
-    """One engine run (or resume) of `root/name`; its per-step losses."""
+def launch(
+    root: Path, name: str, over: dict, *, nproc: int = 1, steps: int | None = None
+) -> subprocess.CompletedProcess:
+    """One engine run (or resume) of `root/name` under torchrun."""
     script = [str(HERE / "_megatron_cpu_run.py"), str(root), name, json.dumps(over)]
     if steps is not None:
         script += ["--steps", str(steps)]
@@ -55,9 +57,14 @@ def run(root: Path, name: str, over: dict, *, nproc: int = 1, steps: int | None 
     launcher += ["--master_addr", "127.0.0.1", "--master_port", _port()]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MASTER_", "TORCHELASTIC"))}
     env.update(OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    r = subprocess.run(
+    return subprocess.run(
         [sys.executable, *launcher, *script], env=env, capture_output=True, text=True, timeout=600
     )
+
+
+def run(root: Path, name: str, over: dict, *, nproc: int = 1, steps: int | None = None) -> list:
+    """One engine run (or resume) of `root/name`; its per-step losses."""
+    r = launch(root, name, over, nproc=nproc, steps=steps)
     assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-6000:])
     return [json.loads(line)["loss"] for line in (root / name / "metrics.jsonl").open()]
 
@@ -132,6 +139,20 @@ def test_async_checkpoints_land_whole_and_resume_bit_identically(
         assert (ckpt / "dist" / "metadata.json").is_file()  # megatron's own "complete" marker
     fork(root, "async", "async_resumed", 3)
     assert run(root, "async_resumed", over) == uninterrupted
+
+
+def test_a_corrupt_checkpoint_is_refused_naming_the_file(root: Path) -> None:
+    """One flipped byte in a shard of the latest checkpoint: the resume (two ranks, each
+    checking half of the files against the manifest) stops before loading, naming the file."""
+    fork(root, "full", "corrupt", 3)
+    shard = root / "corrupt" / "checkpoints" / "step-00000003" / "dist" / "__0_1.distcp"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    r = launch(root, "corrupt", {**FULLY, "parallel": {"tensor_model_parallel_size": 2}}, nproc=2)
+    assert r.returncode != 0
+    assert "1 file(s) differ from their SHA-256 in manifest.json" in r.stderr, r.stderr[-3000:]
+    assert "dist/__0_1.distcp" in r.stderr
 
 
 def test_data_parallel_2_follows_the_one_process_run(root: Path, uninterrupted: list) -> None:

@@ -897,6 +897,21 @@ class MegatronTrainer:
         files.update({n: _sha256(folder / n) for n in names if n not in files})
         return dict(sorted(files.items()))
 
+    def _verify_files(self, folder: Path, files: dict[str, str]) -> None:
+        """Check every file of a checkpoint against its manifest digest before loading, the
+        files spread round-robin over the ranks; collective. Raises `CheckpointError` on every
+        rank, naming the files that differ."""
+        names = sorted(files)
+        bad = [n for n in names[self.rank :: self.world] if _sha256(folder / n) != files[n]]
+        every: list[list[str] | None] = [None] * self.world
+        dist.all_gather_object(every, bad)
+        bad = sorted(n for part in every for n in (part or []))
+        if bad:
+            raise CheckpointError(
+                f"{folder}: {len(bad)} file(s) differ from their SHA-256 in {MANIFEST} (corrupt "
+                f"or changed since the save): {', '.join(bad[:5])}"
+            )
+
     def _gather_params(self) -> None:
         """With `overlap_param_gather` an optimizer step updates only this rank's shard of the
         params; the rest arrive in the next forward's pre-hooks. Gather them now, synchronously
@@ -928,6 +943,7 @@ class MegatronTrainer:
         m = read_manifest(path)
         if m.engine != "megatron":
             raise CheckpointError(f"{path}: a '{m.engine}'-engine checkpoint, not megatron")
+        self._verify_files(path, m.files)
         if m.model != json.loads(self.mcfg.to_json()):
             raise TrainConfigError(f"{path}: checkpoint was made for another model config")
         fmt = m.trainer_state.get("optimizer_format", OLD_OPTIMIZER_FORMAT)
