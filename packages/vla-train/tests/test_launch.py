@@ -20,6 +20,7 @@ from vla_train.launch import (
     LaunchError,
     check_train_config,
     data_parallel_bytes,
+    format_plan,
     launch_command,
     make_plan,
     recipe_names,
@@ -590,3 +591,39 @@ def test_moe_recipe_layout() -> None:
     plan = make_plan(tomllib.loads(recipe_text("vla-10b-moe-256xh100")), 32, 8)
     assert plan["model"]["num_experts"] == 64
     assert plan["layout"]["ep"] == 8 and plan["layout"]["expert_dp"] == 32
+
+
+def test_checkpoint_size_write_time_and_stall() -> None:
+    """Weights (BF16) + FP32 master + two FP32 Adam moments = 14 bytes per parameter; written
+    synchronously the whole write stalls training, in the background only the host copy."""
+    plan = make_plan(config(checkpoint={"every": 200}), 4, 8, storage_gb_per_s=5.0)
+    ck, params = plan["throughput"]["checkpoint"], plan["model"]["params_total"]
+    assert ck["bytes"] == pytest.approx(params * 14, rel=1e-9)
+    assert ck["bytes_per_gpu"] == pytest.approx(params * 14 / 32, rel=1e-6)
+    assert ck["write_time_s"] == pytest.approx(params * 14 / 5e9, abs=0.05)
+    assert ck["stall_s"] == pytest.approx(ck["write_time_s"], abs=0.05) and not ck["async_save"]
+    step = plan["throughput"]["step_time_s"]
+    assert ck["interval_s"] == pytest.approx(200 * step, abs=0.1)
+    bf16_moments = config(checkpoint={"every": 200}, parallel={"adam_state_dtype": "bf16"})
+    smaller = make_plan(bf16_moments, 4, 8)["throughput"]["checkpoint"]["bytes"]
+    # BF16 moments run the precision-aware optimizer: BF16 weights, their 16-bit master
+    # remainders and two BF16 moments
+    assert smaller == pytest.approx(params * (2 + 2 + 2 + 2), rel=1e-9)
+    background = config(checkpoint={"every": 200, "async_save": True})
+    ck_async = make_plan(background, 4, 8, storage_gb_per_s=5.0)["throughput"]["checkpoint"]
+    assert ck_async["async_save"]
+    assert ck_async["stall_s"] == pytest.approx(params * 14 / 32 / 20e9, abs=0.01)
+
+
+def test_checkpoint_warnings_name_the_fix() -> None:
+    often = make_plan(config(checkpoint={"every": 5}), 4, 8)
+    (warning,) = [w for w in often["warnings"] if "checkpoint" in w]
+    assert "stalls training" in warning and "set checkpoint.async_save = true" in warning
+    assert "checkpoint" in format_plan(often)
+    piling = config(checkpoint={"every": 5, "async_save": True})
+    slow_disk = make_plan(piling, 4, 8, storage_gb_per_s=0.5)  # 58 s writes, 9.6 s apart
+    (warning,) = [w for w in slow_disk["warnings"] if "checkpoint" in w]
+    assert "outlasts" in warning and "raise checkpoint.every" in warning
+    assert not [w for w in make_plan(config(), 4, 8)["warnings"] if "checkpoint" in w]
+    with pytest.raises(LaunchError, match="--storage-gb-per-s must be > 0"):
+        make_plan(config(), 4, 8, storage_gb_per_s=0)

@@ -78,6 +78,9 @@ WARN_MEMORY_FRACTION = 0.9
 NETWORK_GB_PER_S = 40.0
 NVLINK_GB_PER_S = 350.0
 WARN_EXPOSED_COMM_FRACTION = 0.1
+STORAGE_GB_PER_S = 10.0  # aggregate write bandwidth of the cluster file system (assumed)
+HOST_COPY_GB_PER_S = 20.0  # device-to-host copy per GPU before a background checkpoint write
+WARN_CHECKPOINT_STALL_FRACTION = 0.05
 DEFAULT_MASTER_PORT = 29500
 RECIPES_PACKAGE = "vla_train.recipes"
 FP8_HINTS = {  # fp8.recipe values TrainConfig rejects that people may write
@@ -198,6 +201,54 @@ def fp8_weight_param_bytes(mcfg: Any, mem: Any, tp: int, pp: int) -> float:
     return (2 * bf16 + (mem.dense_params - bf16)) / max(mem.dense_params, 1)
 
 
+def checkpoint_cost(
+    cfg: TrainConfig,
+    params: int,
+    world: int,
+    step_time: float,
+    storage_gb_per_s: float,
+    warnings: list[str],
+) -> dict[str, Any]:
+    """Size of one checkpoint (weights + optimizer state), its write time at the file system's
+    aggregate bandwidth, and how long training stalls for it every `checkpoint.every` steps:
+    the whole write when synchronous, the device-to-host copy with `async_save`. Appends a
+    warning when the stall exceeds 5% of the interval or a background write outlasts it."""
+    bf16 = cfg.precision in ("auto", "bf16")
+    weight_bytes = 2.0 if bf16 else 4.0
+    opt_bytes = cfg.parallel.optimizer_bytes_per_param(bf16=bf16)
+    total = params * (weight_bytes + opt_bytes)
+    write_s = total / (storage_gb_per_s * 1e9)
+    async_save = cfg.engine == "megatron" and cfg.checkpoint.async_save
+    stall_s = total / world / (HOST_COPY_GB_PER_S * 1e9) if async_save else write_s
+    interval_s = cfg.checkpoint.every * step_time
+    every = cfg.checkpoint.every
+    if stall_s > WARN_CHECKPOINT_STALL_FRACTION * interval_s:
+        fix = "raise checkpoint.every" + (
+            "" if async_save or cfg.engine != "megatron" else " or set checkpoint.async_save = true"
+        )
+        warnings.append(
+            f"each checkpoint ({total / 1e9:.0f} GB) stalls training ~{stall_s:.0f} s, "
+            f"{stall_s / interval_s:.0%} of the {interval_s:.0f} s between saves (every {every} "
+            f"steps, {storage_gb_per_s:g} GB/s storage): {fix}"
+        )
+    if async_save and write_s > interval_s:
+        warnings.append(
+            f"a background checkpoint write (~{write_s:.0f} s at {storage_gb_per_s:g} GB/s) "
+            f"outlasts the {interval_s:.0f} s between saves: writes would pile up in host "
+            "memory; raise checkpoint.every"
+        )
+    return {
+        "bytes": round(total),
+        "bytes_per_gpu": round(total / world),
+        "storage_gb_per_s_assumed": storage_gb_per_s,
+        "write_time_s": round(write_s, 1),
+        "async_save": async_save,
+        "stall_s": round(stall_s, 2),
+        "interval_s": round(interval_s, 1),
+        "stall_fraction": round(stall_s / interval_s, 4),
+    }
+
+
 def make_plan(
     config: dict[str, Any] | TrainConfig,
     nodes: int,
@@ -209,6 +260,7 @@ def make_plan(
     peak_tflops: float = H100_BF16_PEAK_TFLOPS,
     gpu_memory_gb: float = H100_MEMORY_GB,
     network_gb_per_s: float = NETWORK_GB_PER_S,
+    storage_gb_per_s: float = STORAGE_GB_PER_S,
     allow_over_budget: bool = False,
 ) -> dict[str, Any]:
     """Check the layout of `config` (a raw TOML dict, validated by `TrainConfig`, or a
@@ -236,6 +288,8 @@ def make_plan(
         errors.append(f"--assume-mfu must be in (0, 1] (got {assume_mfu})")
     if network_gb_per_s <= 0:
         errors.append(f"--network-gb-per-s must be > 0 (got {network_gb_per_s})")
+    if storage_gb_per_s <= 0:
+        errors.append(f"--storage-gb-per-s must be > 0 (got {storage_gb_per_s})")
     if errors:
         raise LaunchError(f"{source}: " + "; ".join(errors))
     world = nodes * gpus_per_node
@@ -421,6 +475,10 @@ def make_plan(
             f"the {step_time:.2f} s step) without overlap: {knobs}"
         )
 
+    throughput["checkpoint"] = checkpoint_cost(
+        cfg, counts.total, world, step_time, storage_gb_per_s, warnings
+    )
+
     return {
         "source": source,
         "engine": cfg.engine,
@@ -503,6 +561,14 @@ def format_plan(plan: dict[str, Any]) -> str:
             f"~{d['time_s']:.2f} s over {d['over']} at {d['gb_per_s_assumed']:g} GB/s, "
             + ("overlapped with compute" if d["overlapped_with_compute"] else "NOT overlapped")
         )
+    ck = thr["checkpoint"]
+    lines.append(
+        f"checkpoint: {ck['bytes'] / 1e9:.0f} GB, written in ~{ck['write_time_s']:.0f} s at "
+        f"{ck['storage_gb_per_s_assumed']:g} GB/s "
+        + ("in the background" if ck["async_save"] else "synchronously")
+        + f"; training stalls ~{ck['stall_s']:.1f} s every {ck['interval_s']:.0f} s "
+        f"({ck['stall_fraction']:.1%})"
+    )
     if "train_steps" in thr:
         lines.append(
             f"schedule: {thr['train_steps']:,} steps = {thr['train_tokens'] / 1e9:.1f}B tokens "
@@ -784,6 +850,13 @@ def _list_recipes(ctx: click.Context, _param: click.Parameter, value: bool) -> N
     show_default=True,
     help="inter-node NCCL bus bandwidth per GPU, for the data-parallel sync estimate",
 )
+@click.option(
+    "--storage-gb-per-s",
+    type=float,
+    default=STORAGE_GB_PER_S,
+    show_default=True,
+    help="aggregate file-system write bandwidth, for the checkpoint estimate",
+)
 @click.option("--allow-over-budget", is_flag=True, help="write scripts even if memory is over")
 @click.option("--plan-only", is_flag=True, help="print the plan; write nothing")
 @click.option("--json", "as_json", is_flag=True, help="print the plan as JSON")
@@ -812,6 +885,7 @@ def launch_command(
     peak_tflops: float,
     gpu_memory_gb: float,
     network_gb_per_s: float,
+    storage_gb_per_s: float,
     allow_over_budget: bool,
     plan_only: bool,
     as_json: bool,
@@ -850,6 +924,7 @@ def launch_command(
             peak_tflops=peak_tflops,
             gpu_memory_gb=gpu_memory_gb,
             network_gb_per_s=network_gb_per_s,
+            storage_gb_per_s=storage_gb_per_s,
             allow_over_budget=allow_over_budget,
         )
         if plan_only:
