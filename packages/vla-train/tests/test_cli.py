@@ -66,6 +66,25 @@ def test_run_then_resume_refuses_to_clobber(shards, tmp_path, make_config) -> No
     assert (summary["start_step"], summary["steps_done"]) == (2, 4)
     assert [r["step"] for r in read_metrics(tmp_path / "out" / "metrics.jsonl")] == [1, 2, 3, 4]
 
+    # `vla-train verify`: the checkpoints check out; a changed byte and a lost file are named
+    ckpts = sorted((tmp_path / "out" / "checkpoints").glob("step-*"))
+    res = runner.invoke(main, ["verify", str(ckpts[-1])])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.output)
+    assert report["ok"] and report["step"] == 4 and report["files"] >= 3 and report["bytes"] > 0
+    model = ckpts[0] / "model.safetensors"
+    data = bytearray(model.read_bytes())
+    data[-1] ^= 0xFF
+    model.write_bytes(bytes(data))
+    next(ckpts[0].glob("rng-rank*.safetensors")).unlink()
+    res = runner.invoke(main, ["verify", str(ckpts[0]), "--jobs", "2"])
+    report = json.loads(res.output)
+    assert res.exit_code == 1 and not report["ok"]
+    assert report["differ"] == ["model.safetensors"]
+    assert report["missing"] == ["rng-rank0.safetensors"]
+    res = runner.invoke(main, ["verify", str(tmp_path)])
+    assert res.exit_code == 2 and "no manifest.json" in res.output
+
 
 def test_bad_config_exits_nonzero_with_one_line(tmp_path, shards, make_config) -> None:
     path = _write(tmp_path / "c.toml", make_config(shards, tmp_path / "o", micro_batch_size=3))

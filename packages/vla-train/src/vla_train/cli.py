@@ -1,4 +1,4 @@
-"""`vla-train`: run, resume or describe a training run."""
+"""`vla-train`: run, resume, describe or launch a training run; verify a checkpoint."""
 
 from __future__ import annotations
 
@@ -167,6 +167,23 @@ def tiny(
     if cfg.data.eod_id is None:
         _fail(f"{shards}: no vocab_layout.json found; pass --eod-id")
     _run(cfg, resume=True, steps=None)
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.option("--jobs", type=int, default=4, show_default=True, help="files hashed at once")
+def verify(checkpoint: Path, jobs: int) -> None:
+    """Check a checkpoint folder's files against the SHA-256 digests in its manifest (after a
+    copy between clusters, before a long resume); prints JSON, exits 1 if any file differs."""
+    from vla_train.checkpoint import CheckpointError, verify_checkpoint
+
+    try:
+        report = verify_checkpoint(checkpoint, jobs)
+    except CheckpointError as e:
+        _fail(str(e))
+    click.echo(json.dumps(report, indent=1))
+    if not report["ok"]:
+        sys.exit(1)
 
 
 def _register_launch() -> None:
