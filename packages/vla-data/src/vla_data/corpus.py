@@ -722,7 +722,8 @@ def generate_corpus(
 ) -> CorpusManifest:
     """Write the sample corpus (and `manifest.json`) into `out`, which must be empty or absent.
 
-    `seed` picks the content (same seed, same bytes). `size` is `tiny` (one 2 s simulated
+    `seed` picks the content (same seed, same bytes; an H.264 clip may rarely differ by a byte,
+    libx264 being not quite bit-stable on identical frames). `size` is `tiny` (one 2 s simulated
     6-camera drive; the README's main job and the tests) or `small` (scale 4, three 10 s drives);
     `scale` overrides its multiplier of the good records: text files get `scale` times the
     records, audio, image and action files `scale` copies.
