@@ -173,6 +173,17 @@ def remove_partial(root: Path) -> None:
         shutil.rmtree(p, ignore_errors=True)
 
 
+def read_manifest(path: Path) -> CheckpointManifest:
+    """The manifest of checkpoint folder `path`; `CheckpointError` when absent or invalid."""
+    mpath = Path(path) / MANIFEST
+    try:
+        return CheckpointManifest.model_validate_json(mpath.read_bytes())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no {MANIFEST}") from None
+    except ValidationError as e:
+        raise CheckpointError(f"{mpath}: invalid manifest: {e.errors()[0]['msg']}") from None
+
+
 def verify_checkpoint(path: Path, jobs: int = 4) -> dict[str, Any]:
     """Check every file of a checkpoint folder (either engine) against its manifest, hashing
     `jobs` files at once: `{"checkpoint", "step", "engine", "files", "bytes", "missing",
@@ -180,14 +191,7 @@ def verify_checkpoint(path: Path, jobs: int = 4) -> dict[str, Any]:
     from concurrent.futures import ThreadPoolExecutor
 
     path = Path(path)
-    try:
-        m = CheckpointManifest.model_validate_json((path / MANIFEST).read_bytes())
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no {MANIFEST}") from None
-    except ValidationError as e:
-        raise CheckpointError(
-            f"{path / MANIFEST}: invalid manifest: {e.errors()[0]['msg']}"
-        ) from None
+    m = read_manifest(path)
     present = sorted(n for n in m.files if (path / n).is_file())
     with ThreadPoolExecutor(max(1, jobs)) as pool:  # hashlib releases the GIL on large reads
         digests = dict(zip(present, pool.map(lambda n: _sha256(path / n), present), strict=True))
@@ -211,12 +215,7 @@ class LoadedCheckpoint:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         mpath = self.path / MANIFEST
-        try:
-            self.manifest = CheckpointManifest.model_validate_json(mpath.read_bytes())
-        except FileNotFoundError:
-            raise CheckpointError(f"{self.path}: no {MANIFEST}") from None
-        except ValidationError as e:
-            raise CheckpointError(f"{mpath}: invalid manifest: {e.errors()[0]['msg']}") from None
+        self.manifest = read_manifest(self.path)
         if self.manifest.format_version != FORMAT_VERSION:
             raise CheckpointError(
                 f"{mpath}: format_version {self.manifest.format_version}, "

@@ -52,6 +52,9 @@ from vla_train.checkpoint import (
     remove_partial,
     step_dir,
 )
+from vla_train.checkpoint import (
+    read_manifest as read_checkpoint_manifest,
+)
 from vla_train.config import TrainConfig, TrainConfigError
 from vla_train.data import Batch, MixtureStream, micro_batch_indices
 from vla_train.engine import CUDA_PEAK_TFLOPS, TrainResult, _dist_env
@@ -1315,12 +1318,7 @@ def load_model_state(chunks: list[torch.nn.Module], loaded: dict[str, Any]) -> N
 
 def read_manifest(path: Path) -> CheckpointManifest:
     """The manifest of a checkpoint folder (files listed there must exist)."""
-    try:
-        m = CheckpointManifest.model_validate_json((Path(path) / MANIFEST).read_bytes())
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no {MANIFEST}") from None
-    except ValueError as e:
-        raise CheckpointError(f"{path / MANIFEST}: invalid manifest: {e}") from None
+    m = read_checkpoint_manifest(path)
     missing = [f for f in m.files if not (Path(path) / f).is_file()]
     if missing:
         raise CheckpointError(f"{path}: missing {missing[:5]}")
