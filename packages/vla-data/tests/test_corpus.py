@@ -82,7 +82,7 @@ def test_same_seed_same_bytes(corpus, tmp_path):
     """A second corpus with the module's seed (0) has the module corpus's bytes, except that an
     H.264 file may come out of libx264 a byte different (seen 2026-12-08: one 64x48 camera clip
     in about 16 generations, 3925 vs 3924 bytes, identical input frames): such a file must
-    decode to the same number of frames, nearly equal. Seed 4 differs."""
+    decode to the same number of frames with the same content. Seed 4 differs."""
     b = generate_corpus(tmp_path / "b", corrupt=True, seed=0)
     files_a, files_b = _files_on_disk(corpus.root), _files_on_disk(b.root)
     assert files_a.keys() == files_b.keys()
@@ -95,7 +95,8 @@ def test_same_seed_same_bytes(corpus, tmp_path):
             continue
         fa, fb = _frames(files_a[k]), _frames(files_b[k])
         assert fa.shape == fb.shape, k
-        assert np.abs(fa.astype(np.int16) - fb).mean() < 2.0, k
+        # same content, coded differently (seen: mean 2.9 on a 64x48 clip; other seeds ~60)
+        assert np.abs(fa.astype(np.int16) - fb).mean() < 8.0, k
     c = generate_corpus(tmp_path / "c", seed=4)
     assert (c.root / "text/news.jsonl").read_bytes() != files_a["text/news.jsonl"]
 
